@@ -1,0 +1,64 @@
+// The shim's configuration: one immutable value, built and validated once by the loader and then
+// shared read-only (std::shared_ptr<const Config>) by every thread. A reload builds a new value
+// and swaps the pointer; a call in flight keeps the snapshot it started with.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace shim::config {
+
+struct Credentials {
+  std::string username;
+  std::string password;  // never logged, never printed: see Masked()
+  bool empty() const { return username.empty() && password.empty(); }
+};
+
+// One registry the shim may send pulls to.
+struct Registry {
+  std::string address;  // normalised URL: scheme://host[:port][/path], no trailing slash
+  std::string scheme;   // "https" or "http"
+  std::string host;     // host[:port] as it appears in image references, lower case,
+                        // default port dropped, Docker Hub aliases folded to "docker.io"
+  std::string path;     // "" or "/proxy-cache": kept in rewritten names
+  Credentials auth;     // empty = anonymous
+  // Normalised source prefixes ("docker.io/myteam/", "quay.io/"): this registry serves only
+  // images whose normalised name starts with one of them. Empty = serves every image.
+  std::vector<std::string> prefixes;
+  std::string ca_file;                // extra CA for probing this registry ("" = system store)
+  bool insecure_skip_verify = false;  // probing only; warned about at start
+};
+
+struct KubeSync {
+  bool enabled = true;
+  std::string namespace_ = "kube-system";
+  std::string name = "image-cri-shim";
+  std::string key = "registries.yaml";
+};
+
+struct Metrics {
+  std::string address = "127.0.0.1:10258";  // "" = off
+};
+
+struct Config {
+  std::string shim_socket = "/var/run/image-cri-shim.sock";   // `shim`
+  std::string cri_socket = "/run/containerd/containerd.sock";  // `cri`
+  // registries[0] is `address` (the primary), then `registries` in configuration order.
+  std::vector<Registry> registries;
+  bool force = false;               // serve even if the runtime socket is not there at start
+  bool debug = false;               // debug logging, applied live
+  bool fallback_to_origin = false;  // try the image's own registry after the configured ones
+  std::chrono::milliseconds timeout = std::chrono::minutes(15);          // one pull, all tries
+  std::chrono::milliseconds reload_interval = std::chrono::seconds(30);  // re-read sources
+  KubeSync kube;
+  Metrics metrics;
+};
+
+using ConfigPtr = std::shared_ptr<const Config>;
+
+// "user:****" for a credential, "" for anonymous: the only form credentials are shown in.
+std::string Masked(const Credentials& credentials);
+
+}  // namespace shim::config

@@ -1,0 +1,28 @@
+// Turns an image reference and a configuration into the ordered list of places to pull it from.
+// Pure function of its inputs; thread-safe.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "image/reference.h"
+
+namespace shim::image {
+
+struct Candidate {
+  std::string image;             // full reference to ask the runtime for
+  std::string registry;          // host[:port][/path] it goes to, for logs ("docker.io" ...)
+  int registry_index = -1;       // index into Config::registries; -1 = the image's own origin
+  config::Credentials credentials;  // the configured registry's; empty for the origin candidate
+  bool is_origin() const { return registry_index < 0; }
+};
+
+// Order: if the image is already on a configured registry (same host and port), that one
+// candidate with that registry's credentials; otherwise one candidate per configured registry
+// that serves it (`address` first, then `registries`), then the original reference when
+// fallback_to_origin is on. When no configured registry serves the image (prefixes), the
+// original reference is the only candidate: the shim then changes nothing. Never empty.
+std::vector<Candidate> Rewrite(const Reference& reference, const config::Config& config);
+
+}  // namespace shim::image
