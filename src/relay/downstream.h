@@ -1,0 +1,64 @@
+// The kubelet side: one HTTP/2 server session per accepted connection. Each new request is
+// handed to a StreamFactory, which decides whether it is relayed or intercepted.
+//
+// Loop thread only.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "relay/http2_connection.h"
+#include "relay/streams.h"
+
+namespace shim::relay {
+
+class DownstreamConnection;
+
+// Creates the call object for a request whose headers are complete. May answer at once (for
+// instance with an error) and return nullptr.
+using StreamFactory = std::function<std::shared_ptr<ServerStream>(
+    DownstreamConnection& connection, int32_t stream_id, Headers request_headers,
+    bool end_stream)>;
+
+class DownstreamConnection : public Http2Connection {
+ public:
+  DownstreamConnection(EventLoop& loop, int fd, std::string name, StreamFactory factory);
+  ~DownstreamConnection() override;
+
+  // Response HEADERS; the body then comes from the stream's ReadResponse unless `end_stream`
+  // (a trailers-only answer).
+  void SubmitResponse(int32_t stream_id, const Headers& headers, bool end_stream);
+  // Trailers; only from inside ReadResponse, which then returns EOF | NO_END_STREAM.
+  void SubmitTrailers(int32_t stream_id, const Headers& trailers);
+  // Resets the stream and forgets it: no more callbacks for it.
+  void Cancel(int32_t stream_id, uint32_t error_code);
+
+  // Graceful shutdown: GOAWAY, calls in flight go on, the connection closes when they are done.
+  void Shutdown();
+  size_t active_streams() const { return streams_.size(); }
+
+ protected:
+  void OnClosed(const std::string& reason) override;
+
+ private:
+  static int OnBeginHeaders(nghttp2_session*, const nghttp2_frame*, void*);
+  static int OnHeader(nghttp2_session*, const nghttp2_frame*, const uint8_t*, size_t,
+                      const uint8_t*, size_t, uint8_t, void*);
+  static int OnFrameRecv(nghttp2_session*, const nghttp2_frame*, void*);
+  static int OnDataChunk(nghttp2_session*, uint8_t, int32_t, const uint8_t*, size_t, void*);
+  static int OnStreamClose(nghttp2_session*, int32_t, uint32_t, void*);
+  static ssize_t ReadResponseBody(nghttp2_session*, int32_t, uint8_t*, size_t, uint32_t*,
+                                  nghttp2_data_source*, void*);
+
+  std::shared_ptr<ServerStream> Find(int32_t stream_id);
+
+  StreamFactory factory_;
+  std::unordered_map<int32_t, std::shared_ptr<ServerStream>> streams_;
+  Headers scratch_;
+  int32_t scratch_stream_ = 0;
+};
+
+}  // namespace shim::relay

@@ -1,0 +1,94 @@
+#include "relay/relay_server.h"
+
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+#include "relay/relayed_call.h"
+
+namespace shim::relay {
+
+RelayServer::RelayServer(EventLoop& loop, std::string runtime_socket, Interceptor* interceptor)
+    : loop_(loop), pool_(loop, std::move(runtime_socket)), interceptor_(interceptor) {}
+
+RelayServer::~RelayServer() {
+  if (listen_fd_ >= 0) loop_.Remove(listen_fd_);
+}
+
+void RelayServer::Serve(int listen_fd) {
+  listen_fd_ = listen_fd;
+  loop_.Add(listen_fd_, EPOLLIN, [this](uint32_t) { Accept(); });
+}
+
+void RelayServer::Accept() {
+  // A burst of connections is taken in one go; the rest wait for the next turn.
+  for (int i = 0; i < 16; ++i) {
+    int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+        spdlog::warn("accept failed error=\"{}\"", std::strerror(errno));
+      }
+      return;
+    }
+    auto connection = std::make_unique<DownstreamConnection>(
+        loop_, fd, "client#" + std::to_string(++accepted_),
+        [this](DownstreamConnection& down, int32_t id, Headers headers, bool end_stream) {
+          return NewStream(down, id, std::move(headers), end_stream);
+        });
+    connection->set_on_closed([this](Http2Connection* c) { Drop(c); });
+    connections_.push_back(std::move(connection));
+  }
+}
+
+std::shared_ptr<ServerStream> RelayServer::NewStream(DownstreamConnection& down, int32_t id,
+                                                     Headers headers, bool end_stream) {
+  const std::string& path = *FindHeader(headers, ":path");
+  if (interceptor_ != nullptr && interceptor_->Intercepts(path)) {
+    auto call = std::make_shared<InterceptedCall>(loop_, down, id, std::move(headers), pool_,
+                                                  *interceptor_);
+    if (end_stream) call->OnRequestEnd();
+    return call;
+  }
+  spdlog::debug("relay path={}", path);
+  return RelayedCall::Start(down, id, headers, end_stream, pool_);
+}
+
+void RelayServer::Drop(Http2Connection* connection) {
+  auto it = std::find_if(connections_.begin(), connections_.end(),
+                         [&](const auto& c) { return c.get() == connection; });
+  if (it == connections_.end()) return;
+  auto doomed = std::make_shared<std::unique_ptr<DownstreamConnection>>(std::move(*it));
+  connections_.erase(it);
+  loop_.Defer([doomed] {});
+  MaybeShutdownDone();
+}
+
+void RelayServer::Shutdown(std::chrono::milliseconds grace, std::function<void()> done) {
+  shutting_down_ = true;
+  shutdown_done_ = std::move(done);
+  if (listen_fd_ >= 0) {
+    loop_.Remove(listen_fd_);
+    listen_fd_ = -1;
+  }
+  for (auto& c : connections_) c->Shutdown();
+  loop_.AddTimer(grace, [this] {
+    for (auto& c : connections_) c->Close("grace period over");
+  });
+  MaybeShutdownDone();
+}
+
+void RelayServer::MaybeShutdownDone() {
+  if (!shutting_down_ || !connections_.empty() || !shutdown_done_) return;
+  auto done = std::move(shutdown_done_);
+  shutdown_done_ = nullptr;
+  pool_.CloseAll();
+  loop_.Defer(std::move(done));
+}
+
+}  // namespace shim::relay

@@ -1,0 +1,52 @@
+// The relay as a whole: accepts kubelet connections on a listening unix socket and serves every
+// call on them, intercepted or relayed, through one UpstreamPool.
+//
+// Loop thread only.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "relay/downstream.h"
+#include "relay/intercepted_call.h"
+#include "relay/upstream.h"
+
+namespace shim::relay {
+
+class RelayServer {
+ public:
+  // `interceptor` may be null (relay everything) and must outlive the server.
+  RelayServer(EventLoop& loop, std::string runtime_socket, Interceptor* interceptor);
+  ~RelayServer();
+
+  // Serves connections accepted on `listen_fd` (bound, listening, non-blocking; the server
+  // does not close it).
+  void Serve(int listen_fd);
+
+  // Stops accepting, sends GOAWAY on every connection and lets calls in flight finish; after
+  // `grace`, resets what is left. `done` runs once every connection is closed.
+  void Shutdown(std::chrono::milliseconds grace, std::function<void()> done);
+
+  UpstreamPool& upstream() { return pool_; }
+  size_t connections() const { return connections_.size(); }
+
+ private:
+  void Accept();
+  std::shared_ptr<ServerStream> NewStream(DownstreamConnection& down, int32_t id,
+                                          Headers headers, bool end_stream);
+  void Drop(Http2Connection* connection);
+  void MaybeShutdownDone();
+
+  EventLoop& loop_;
+  UpstreamPool pool_;
+  Interceptor* interceptor_;
+  int listen_fd_ = -1;
+  std::vector<std::unique_ptr<DownstreamConnection>> connections_;
+  uint64_t accepted_ = 0;
+  bool shutting_down_ = false;
+  std::function<void()> shutdown_done_;
+};
+
+}  // namespace shim::relay

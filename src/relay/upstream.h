@@ -1,0 +1,83 @@
+// The runtime side: HTTP/2 client connections to the runtime's socket, shared by every kubelet
+// connection and by the shim's own calls.
+//
+// Loop thread only.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "relay/http2_connection.h"
+#include "relay/streams.h"
+
+namespace shim::relay {
+
+class UpstreamConnection : public Http2Connection {
+ public:
+  // Takes a connected, non-blocking socket.
+  UpstreamConnection(EventLoop& loop, int fd, std::string name);
+  ~UpstreamConnection() override;
+
+  // Opens a stream with `headers`; the request body comes from stream->ReadRequest unless
+  // `end_stream`. Returns the stream id, or a negative nghttp2 error (the stream then never
+  // hears from this connection).
+  int32_t Submit(const Headers& headers, std::shared_ptr<UpstreamStream> stream, bool end_stream);
+  // Resets the stream and forgets it: no more callbacks for it.
+  void Cancel(int32_t stream_id, uint32_t error_code);
+
+  // False once the runtime said GOAWAY, stream ids ran out or the connection closed: new calls
+  // then go to a new connection while this one finishes what it has.
+  bool accepting() const { return !closing() && !draining_; }
+  size_t active_streams() const { return streams_.size(); }
+
+ protected:
+  void OnClosed(const std::string& reason) override;
+
+ private:
+  static int OnBeginHeaders(nghttp2_session*, const nghttp2_frame*, void*);
+  static int OnHeader(nghttp2_session*, const nghttp2_frame*, const uint8_t*, size_t,
+                      const uint8_t*, size_t, uint8_t, void*);
+  static int OnFrameRecv(nghttp2_session*, const nghttp2_frame*, void*);
+  static int OnDataChunk(nghttp2_session*, uint8_t, int32_t, const uint8_t*, size_t, void*);
+  static int OnStreamClose(nghttp2_session*, int32_t, uint32_t, void*);
+  static ssize_t ReadRequestBody(nghttp2_session*, int32_t, uint8_t*, size_t, uint32_t*,
+                                 nghttp2_data_source*, void*);
+
+  std::shared_ptr<UpstreamStream> Find(int32_t stream_id);
+  void CloseIfDrained();
+
+  std::unordered_map<int32_t, std::shared_ptr<UpstreamStream>> streams_;
+  Headers scratch_;  // header block being received (blocks never interleave in HTTP/2)
+  bool draining_ = false;
+};
+
+// Hands out the connection new calls go to, connecting (and reconnecting after a runtime
+// restart) on demand. A unix socket connects at once or fails at once, so no call waits.
+class UpstreamPool {
+ public:
+  UpstreamPool(EventLoop& loop, std::string socket_path);
+  ~UpstreamPool();
+
+  // The accepting connection, connected now if needed; nullptr with `error` set when the
+  // runtime cannot be reached ("connect /run/containerd/containerd.sock: No such file ...").
+  UpstreamConnection* Get(std::string* error);
+  const std::string& socket_path() const { return socket_path_; }
+  // A connection is up and accepting calls (for readiness).
+  bool connected() const;
+  // Closes every connection (shutdown).
+  void CloseAll();
+
+ private:
+  void Drop(Http2Connection* connection);
+
+  EventLoop& loop_;
+  std::string socket_path_;
+  UpstreamConnection* current_ = nullptr;
+  std::vector<std::unique_ptr<UpstreamConnection>> connections_;  // current and draining
+  uint64_t connections_made_ = 0;
+};
+
+}  // namespace shim::relay
