@@ -1,6 +1,7 @@
 // Reads and validates the local YAML configuration. Thread-safe (no shared state).
 #pragma once
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -21,7 +22,15 @@ LoadResult ParseConfig(const std::string& yaml_text, const std::string& source);
 // Reads `path` and parses it; a missing or unreadable file is an error naming the path.
 LoadResult LoadConfigFile(const std::string& path);
 
-// Parses a Go-style duration ("30s", "15m", "1h30m", "500ms"). Returns false on bad input.
+// Parses a Go-style duration ("30s", "15m", "1h30m", "500ms", "1.5h"). Returns false on bad
+// input. Sub-millisecond parts are truncated.
 bool ParseDuration(const std::string& text, std::chrono::milliseconds* out);
+
+// The inverse, in the shortest Go form: "15m", "1h30m", "1s500ms", "0s".
+std::string FormatDuration(std::chrono::milliseconds duration);
+
+// The effective configuration as YAML, in the file's own keys, with every password masked
+// (Masked()): what --dry-run prints. Never contains a password.
+std::string ToMaskedYaml(const Config& config);
 
 }  // namespace shim::config

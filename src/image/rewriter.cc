@@ -1,0 +1,67 @@
+#include "image/rewriter.h"
+
+#include <string>
+
+namespace shim::image {
+namespace {
+
+// Where a registry sits, for logs: host[:port][/path].
+std::string Label(const config::Registry& registry) {
+  return registry.host + registry.path;
+}
+
+// An image is on `registry` when it names the same host and, if the registry has a path, its
+// repository lies under that path. Returns the length of the matched path, or -1.
+int OnRegistryMatch(const Reference& reference, const config::Registry& registry) {
+  if (reference.domain != registry.host) return -1;
+  if (registry.path.empty()) return 0;
+  std::string under = registry.path.substr(1) + "/";  // "/proxy-cache" -> "proxy-cache/"
+  if (!reference.path.starts_with(under)) return -1;
+  return static_cast<int>(registry.path.size());
+}
+
+bool Serves(const config::Registry& registry, const std::string& name_slash) {
+  if (registry.prefixes.empty()) return true;
+  for (const std::string& prefix : registry.prefixes) {
+    if (name_slash.starts_with(prefix)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::vector<Candidate> Rewrite(const Reference& reference, const config::Config& config) {
+  const auto& registries = config.registries;
+
+  // Already on a configured registry: pull it there as is. With several registries on one host
+  // (different paths), the one with the longest matching path wins.
+  int best = -1;
+  int best_length = -1;
+  for (size_t i = 0; i < registries.size(); ++i) {
+    int length = OnRegistryMatch(reference, registries[i]);
+    if (length > best_length) {
+      best = static_cast<int>(i);
+      best_length = length;
+    }
+  }
+  if (best >= 0) {
+    const config::Registry& registry = registries[best];
+    return {Candidate{reference.String(), Label(registry), best, registry.auth}};
+  }
+
+  std::vector<Candidate> candidates;
+  const std::string name_slash = reference.Name() + "/";
+  for (size_t i = 0; i < registries.size(); ++i) {
+    const config::Registry& registry = registries[i];
+    if (!Serves(registry, name_slash)) continue;
+    candidates.push_back(Candidate{Label(registry) + "/" + reference.PathWithTagAndDigest(),
+                                   Label(registry), static_cast<int>(i), registry.auth});
+  }
+  // The origin gets the caller's own credentials (imagePullSecrets), never a configured one.
+  if (config.fallback_to_origin || candidates.empty()) {
+    candidates.push_back(Candidate{reference.String(), reference.domain, -1, {}});
+  }
+  return candidates;
+}
+
+}  // namespace shim::image

@@ -1,0 +1,298 @@
+// The rewrite: which registries an image goes to, in which order, with whose credentials.
+#include "image/rewriter.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "config/loader.h"
+
+namespace shim::image {
+namespace {
+
+const std::string kDigest = "sha256:" + std::string(64, 'd');
+
+// One candidate as "image | registry | index | user" so that a table row reads in one line.
+std::string Show(const Candidate& c) {
+  return c.image + " | " + c.registry + " | " + std::to_string(c.registry_index) + " | " +
+         (c.credentials.empty() ? "-" : c.credentials.username + ":" + c.credentials.password);
+}
+
+struct Case {
+  std::string name;
+  std::string yaml;
+  std::string image;
+  std::vector<std::string> want;
+};
+
+const char kSingle[] = "address: registry.company.com\nauth: admin:pw\n";
+const char kSeveral[] = R"(
+address: https://registry.company.com
+auth: admin:pw
+registries:
+- address: https://backup-registry.company.com
+  auth: backup-user:backup-pass
+- address: http://mirror.local:5000
+)";
+const char kPrefixes[] = R"(
+address: https://registry.company.com
+auth: admin:pw
+registries:
+- address: https://team-a.example.com
+  auth: a:pa
+  prefixes: ["myteam/", "quay.io"]
+- address: https://k8s.example.com
+  prefixes: [registry.k8s.io/]
+)";
+const char kOnlyPrefixed[] = R"(
+address: https://team-a.example.com
+auth: a:pa
+registries:
+- address: https://k8s.example.com
+  prefixes: [registry.k8s.io/]
+)";
+const char kWithPath[] = R"(
+address: https://harbor.example.com/proxy-cache
+auth: robot:pw
+registries:
+- address: https://harbor.example.com/other/nested
+  auth: robot2:pw2
+)";
+const char kFallback[] = R"(
+address: registry.company.com
+auth: admin:pw
+fallbackToOrigin: true
+)";
+const char kDockerHubMirror[] = R"(
+address: https://registry-1.docker.io
+auth: hubuser:hubpw
+registries:
+- address: https://registry.company.com:443
+  auth: admin:pw
+)";
+const char kPort[] = R"(
+address: https://registry.company.com:8443
+auth: admin:pw
+)";
+
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.image;
+}
+
+class RewriteTable : public testing::TestWithParam<Case> {};
+
+TEST_P(RewriteTable, Candidates) {
+  const Case& c = GetParam();
+  config::LoadResult loaded = config::ParseConfig(c.yaml, "test.yaml");
+  ASSERT_TRUE(loaded.ok()) << loaded.errors.front();
+  StatusOr<Reference> ref = ParseReference(c.image);
+  ASSERT_TRUE(ref.ok()) << ref.status().message();
+  std::vector<std::string> got;
+  for (const Candidate& candidate : Rewrite(*ref, *loaded.config)) got.push_back(Show(candidate));
+  EXPECT_EQ(got, c.want);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Table, RewriteTable,
+    testing::Values(
+        // FACTS.md: drop the source host, keep the path.
+        Case{"SingleDockerHub",
+             kSingle,
+             "nginx:latest",
+             {"registry.company.com/library/nginx:latest | registry.company.com | 0 | admin:pw"}},
+        Case{"SingleLongTag",
+             kSingle,
+             "nginx:1.29.2-alpine3.22-perl",
+             {"registry.company.com/library/nginx:1.29.2-alpine3.22-perl | registry.company.com "
+              "| 0 | admin:pw"}},
+        Case{"SingleK8s",
+             kSingle,
+             "registry.k8s.io/pause:3.9",
+             {"registry.company.com/pause:3.9 | registry.company.com | 0 | admin:pw"}},
+        Case{"SingleLocalhost",
+             kSingle,
+             "localhost:5000/nginx:1.0",
+             {"registry.company.com/nginx:1.0 | registry.company.com | 0 | admin:pw"}},
+        Case{"SingleExplicitDockerIo",
+             kSingle,
+             "docker.io/library/nginx",
+             {"registry.company.com/library/nginx:latest | registry.company.com | 0 | admin:pw"}},
+        Case{"SeveralInOrder",
+             kSeveral,
+             "quay.io/org/app:1",
+             {"registry.company.com/org/app:1 | registry.company.com | 0 | admin:pw",
+              "backup-registry.company.com/org/app:1 | backup-registry.company.com | 1 | "
+              "backup-user:backup-pass",
+              "mirror.local:5000/org/app:1 | mirror.local:5000 | 2 | -"}},
+        Case{"Digest",
+             kSingle,
+             "nginx@" + kDigest,
+             {"registry.company.com/library/nginx@" + kDigest +
+              " | registry.company.com | 0 | admin:pw"}},
+        Case{"TagAndDigest",
+             kSingle,
+             "quay.io/org/app:v2@" + kDigest,
+             {"registry.company.com/org/app:v2@" + kDigest +
+              " | registry.company.com | 0 | admin:pw"}},
+        // Prefixes: a registry with prefixes serves only images under them.
+        Case{"PrefixDockerHubNamespace",
+             kPrefixes,
+             "myteam/app:1",
+             {"registry.company.com/myteam/app:1 | registry.company.com | 0 | admin:pw",
+              "team-a.example.com/myteam/app:1 | team-a.example.com | 1 | a:pa"}},
+        Case{"PrefixDomain",
+             kPrefixes,
+             "quay.io/org/app",
+             {"registry.company.com/org/app:latest | registry.company.com | 0 | admin:pw",
+              "team-a.example.com/org/app:latest | team-a.example.com | 1 | a:pa"}},
+        Case{"PrefixSecondRegistry",
+             kPrefixes,
+             "registry.k8s.io/pause:3.9",
+             {"registry.company.com/pause:3.9 | registry.company.com | 0 | admin:pw",
+              "k8s.example.com/pause:3.9 | k8s.example.com | 2 | -"}},
+        Case{"PrefixWholeComponentOnly",
+             kPrefixes,
+             "myteamx/app:1",
+             {"registry.company.com/myteamx/app:1 | registry.company.com | 0 | admin:pw"}},
+        Case{"PrefixNoneMatches",
+             kPrefixes,
+             "nginx",
+             {"registry.company.com/library/nginx:latest | registry.company.com | 0 | admin:pw"}},
+        // A registry without prefixes serves every image.
+        Case{"PrimaryWithoutPrefixesServesAll",
+             kOnlyPrefixed,
+             "docker.io/library/nginx:1",
+             {"team-a.example.com/library/nginx:1 | team-a.example.com | 0 | a:pa"}},
+        // Already on a configured registry: unchanged, with that registry's credentials.
+        Case{"AlreadyOnPrimary",
+             kSeveral,
+             "registry.company.com/team/app:1",
+             {"registry.company.com/team/app:1 | registry.company.com | 0 | admin:pw"}},
+        Case{"AlreadyOnSecond",
+             kSeveral,
+             "backup-registry.company.com/team/app@" + kDigest,
+             {"backup-registry.company.com/team/app@" + kDigest +
+              " | backup-registry.company.com | 1 | backup-user:backup-pass"}},
+        Case{"AlreadyOnWithPort",
+             kSeveral,
+             "mirror.local:5000/app",
+             {"mirror.local:5000/app:latest | mirror.local:5000 | 2 | -"}},
+        Case{"OtherPortIsAnotherRegistry",
+             kPort,
+             "registry.company.com/app:1",
+             {"registry.company.com:8443/app:1 | registry.company.com:8443 | 0 | admin:pw"}},
+        Case{"DefaultPortDropped",
+             kDockerHubMirror,
+             "registry.company.com/app:1",
+             {"registry.company.com/app:1 | registry.company.com | 1 | admin:pw"}},
+        // A registry with a path keeps it in the rewritten name.
+        Case{"RegistryWithPath",
+             kWithPath,
+             "quay.io/org/app:1",
+             {"harbor.example.com/proxy-cache/org/app:1 | harbor.example.com/proxy-cache | 0 | "
+              "robot:pw",
+              "harbor.example.com/other/nested/org/app:1 | harbor.example.com/other/nested | 1 | "
+              "robot2:pw2"}},
+        Case{"AlreadyUnderRegistryPath",
+             kWithPath,
+             "harbor.example.com/proxy-cache/org/app:1",
+             {"harbor.example.com/proxy-cache/org/app:1 | harbor.example.com/proxy-cache | 0 | "
+              "robot:pw"}},
+        Case{"AlreadyUnderNestedPath",
+             kWithPath,
+             "harbor.example.com/other/nested/app:1",
+             {"harbor.example.com/other/nested/app:1 | harbor.example.com/other/nested | 1 | "
+              "robot2:pw2"}},
+        Case{"SameHostOtherPathIsRewritten",
+             kWithPath,
+             "harbor.example.com/elsewhere/app:1",
+             {"harbor.example.com/proxy-cache/elsewhere/app:1 | harbor.example.com/proxy-cache | "
+              "0 | robot:pw",
+              "harbor.example.com/other/nested/elsewhere/app:1 | "
+              "harbor.example.com/other/nested | 1 | robot2:pw2"}},
+        // Docker Hub aliases are one registry.
+        Case{"DockerHubAliasImage",
+             kDockerHubMirror,
+             "index.docker.io/library/nginx:1",
+             {"docker.io/library/nginx:1 | docker.io | 0 | hubuser:hubpw"}},
+        Case{"DockerHubShortName",
+             kDockerHubMirror,
+             "nginx",
+             {"docker.io/library/nginx:latest | docker.io | 0 | hubuser:hubpw"}},
+        Case{"DockerHubOtherImageGoesToRegistries",
+             kDockerHubMirror,
+             "quay.io/a/b:1",
+             {"docker.io/a/b:1 | docker.io | 0 | hubuser:hubpw",
+              "registry.company.com/a/b:1 | registry.company.com | 1 | admin:pw"}},
+        // fallbackToOrigin: the original comes last, without configured credentials.
+        Case{"FallbackOn",
+             kFallback,
+             "registry.k8s.io/pause:3.9",
+             {"registry.company.com/pause:3.9 | registry.company.com | 0 | admin:pw",
+              "registry.k8s.io/pause:3.9 | registry.k8s.io | -1 | -"}},
+        Case{"FallbackOnDockerHub",
+             kFallback,
+             "nginx",
+             {"registry.company.com/library/nginx:latest | registry.company.com | 0 | admin:pw",
+              "docker.io/library/nginx:latest | docker.io | -1 | -"}},
+        Case{"FallbackOff",
+             kSingle,
+             "registry.k8s.io/pause:3.9",
+             {"registry.company.com/pause:3.9 | registry.company.com | 0 | admin:pw"}},
+        Case{"FallbackOnAlreadyOnRegistry",
+             kFallback,
+             "registry.company.com/app:1",
+             {"registry.company.com/app:1 | registry.company.com | 0 | admin:pw"}}),
+    [](const testing::TestParamInfo<Case>& info) { return info.param.name; });
+
+TEST(Rewrite, NoRegistryServesTheImageLeavesTheOriginalOnly) {
+  config::LoadResult loaded = config::ParseConfig(R"(
+address: https://k8s.example.com
+registries:
+- address: https://team.example.com
+  prefixes: [myteam/]
+)",
+                                                  "t.yaml");
+  ASSERT_TRUE(loaded.ok()) << loaded.errors.front();
+  // The primary has no prefixes, so give it some through a copy of the value.
+  config::Config config = *loaded.config;
+  config.registries[0].prefixes = {"registry.k8s.io/"};
+  StatusOr<Reference> ref = ParseReference("quay.io/org/app:1");
+  ASSERT_TRUE(ref.ok());
+  std::vector<Candidate> got = Rewrite(*ref, config);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].image, "quay.io/org/app:1");
+  EXPECT_TRUE(got[0].is_origin());
+  EXPECT_TRUE(got[0].credentials.empty());
+  EXPECT_EQ(got[0].registry, "quay.io");
+}
+
+TEST(Rewrite, EmptyConfigurationKeepsTheOriginal) {
+  config::Config config;
+  StatusOr<Reference> ref = ParseReference("nginx");
+  ASSERT_TRUE(ref.ok());
+  std::vector<Candidate> got = Rewrite(*ref, config);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].image, "docker.io/library/nginx:latest");
+  EXPECT_EQ(got[0].registry_index, -1);
+}
+
+TEST(Rewrite, EveryCandidateParsesAsAReference) {
+  config::LoadResult loaded = config::ParseConfig(kWithPath, "t.yaml");
+  ASSERT_TRUE(loaded.ok());
+  for (const char* image : {"nginx", "quay.io/a/b:1",
+                            "localhost:5000/x@sha256:"
+                            "dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd"}) {
+    StatusOr<Reference> ref = ParseReference(image);
+    ASSERT_TRUE(ref.ok()) << image;
+    for (const Candidate& c : Rewrite(*ref, *loaded.config)) {
+      StatusOr<Reference> again = ParseReference(c.image);
+      ASSERT_TRUE(again.ok()) << c.image;
+      EXPECT_EQ(again->String(), c.image);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace shim::image
