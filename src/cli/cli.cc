@@ -1,0 +1,119 @@
+#include "cli/cli.h"
+
+#include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+
+#include "config/loader.h"
+#include "daemon/daemon.h"
+#include "image/reference.h"
+#include "image/rewriter.h"
+#include "util/log.h"
+
+namespace shim::cli {
+namespace {
+
+constexpr int kExitUsage = 2;
+
+// Loads the configuration, printing warnings and errors for a person at a terminal.
+config::ConfigPtr Load(const std::string& path) {
+  config::LoadResult result = config::LoadConfigFile(path);
+  for (const std::string& warning : result.warnings) std::cerr << "warning: " << warning << "\n";
+  for (const std::string& error : result.errors) std::cerr << "error: " << error << "\n";
+  return result.config;
+}
+
+std::string Describe(const image::Candidate& candidate) {
+  if (candidate.is_origin()) return "(origin, caller's credentials)";
+  std::string who =
+      candidate.credentials.empty() ? "anonymous" : "user " + candidate.credentials.username;
+  return "(registry " + candidate.registry + ", " + who + ")";
+}
+
+int DryRun(const std::string& path) {
+  config::ConfigPtr config = Load(path);
+  if (!config) {
+    std::cerr << "configuration " << path << " is not valid\n";
+    return 1;
+  }
+  std::cout << "# configuration " << path << ": valid; effective values (passwords masked)\n"
+            << config::ToMaskedYaml(*config);
+  std::cout.flush();
+  bool runtime_ok = daemon::CheckRuntime(*config, std::cout);
+  std::cout.flush();
+  return runtime_ok ? 0 : 1;
+}
+
+}  // namespace
+
+std::string VersionLine() {
+  return std::string("image-cri-shim ") + SHIM_VERSION + " (commit " + SHIM_GIT_COMMIT +
+         "), CRI runtime.v1 and runtime.v1alpha2";
+}
+
+int PrintRewrites(const config::Config& config, const std::vector<std::string>& images,
+                  std::ostream& out, std::ostream& err) {
+  int status = 0;
+  for (const std::string& text : images) {
+    if (image::LooksLikeImageId(text)) {
+      out << text << " -> " << text << " (image id, not rewritten)\n";
+      continue;
+    }
+    StatusOr<image::Reference> reference = image::ParseReference(text);
+    if (!reference.ok()) {
+      err << "error: " << reference.status().message() << "\n";
+      status = 1;
+      continue;
+    }
+    for (const image::Candidate& candidate : image::Rewrite(*reference, config)) {
+      out << text << " -> " << candidate.image << " " << Describe(candidate) << "\n";
+    }
+  }
+  return status;
+}
+
+int Main(int argc, char** argv) {
+  CLI::App app{
+      "image-cri-shim: a CRI proxy between kubelet and the container runtime that sends image "
+      "pulls to private registries with their credentials.",
+      "image-cri-shim"};
+  std::string config_path = kDefaultConfigPath;
+  bool debug = false;
+  bool dry_run = false;
+  bool version = false;
+  app.add_option("-f,--file", config_path, "Configuration file")->capture_default_str();
+  app.add_flag("--debug", debug, "Log at debug level, whatever the configuration says");
+  app.add_flag("--dry-run", dry_run,
+               "Load and validate the configuration, print the effective values with passwords "
+               "masked, check the runtime socket, and exit");
+  app.add_flag("--version", version, "Print the version and exit");
+
+  std::vector<std::string> images;
+  CLI::App* rewrite = app.add_subcommand(
+      "rewrite", "Print where each image would be pulled from, in order, and as which user");
+  rewrite->add_option("IMAGE", images, "Image references, e.g. nginx:latest")->required();
+  rewrite->fallthrough();  // accept -f/--debug after the subcommand too
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : kExitUsage;
+  }
+
+  if (version) {
+    std::cout << VersionLine() << "\n";
+    return 0;
+  }
+  log::Init(debug);
+  if (rewrite->parsed()) {
+    config::ConfigPtr config = Load(config_path);
+    if (!config) return 1;
+    return PrintRewrites(*config, images, std::cout, std::cerr);
+  }
+  if (dry_run) return DryRun(config_path);
+  return daemon::Run(daemon::Options{config_path, debug});
+}
+
+}  // namespace shim::cli
