@@ -6,7 +6,9 @@
 #
 #   tests/e2e/sandbox.sh COMMAND [ARGS...]     exit code = the command's
 #
-# Inside, SHIM_TEST_CA_DIR holds ca.crt and ca.key (the harness issues server certs from it).
+# Inside, SHIM_TEST_CA_DIR holds ca.crt and ca.key (the harness issues server certs from it) and
+# SHIM_TEST_TMPDIR is where the harness puts its temporary directories: removed at the end
+# (unless SHIM_KEEP_TEST_DIRS=1), also when the command crashed or was killed.
 # Running it again from inside a sandbox just runs the command (the setup is already in place).
 set -euo pipefail
 
@@ -75,6 +77,11 @@ chmod 0644 "$dir/hosts" "$dir/ca-certificates.crt"
 mount --bind "$dir/hosts" /etc/hosts
 mount --bind "$dir/ca-certificates.crt" "$bundle_src"
 
+mkdir -p "$dir/t"
+# Traversable (not listable) by others: the harness runs skopeo as an unprivileged user, which
+# must reach the test images under it.
+chmod 0711 "$dir" "$dir/t"
+export SHIM_TEST_TMPDIR="$dir/t"
 export SHIM_TEST_CA_DIR="$dir/ca"
 export SHIM_SANDBOX_ACTIVE=1
 # Go programs honour these too; point them at the same bundle in case a distro moved the default.

@@ -226,8 +226,8 @@ std::string Subprocess::LogText() const {
 CommandResult RunCommand(const std::vector<std::string>& argv,
                          const std::map<std::string, std::string>& env,
                          std::chrono::milliseconds timeout) {
-  char log_template[] = "/tmp/shim-cmd-XXXXXX";
-  int fd = mkstemp(log_template);
+  std::string log_template = TempBase() + "/shim-cmd-XXXXXX";
+  int fd = mkstemp(log_template.data());
   if (fd < 0) throw std::runtime_error(std::string("mkstemp: ") + strerror(errno));
   close(fd);
   std::string log_path = log_template;

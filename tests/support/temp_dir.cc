@@ -14,7 +14,7 @@
 namespace shim::testing {
 
 TempDir::TempDir(std::string_view prefix) {
-  std::string pattern = "/tmp/" + std::string(prefix) + "-XXXXXX";
+  std::string pattern = TempBase() + "/" + std::string(prefix) + "-XXXXXX";
   std::vector<char> buffer(pattern.begin(), pattern.end());
   buffer.push_back('\0');
   if (mkdtemp(buffer.data()) == nullptr) {

@@ -1,4 +1,5 @@
-// A private temporary directory under /tmp, removed with everything in it when the object dies
+// A private temporary directory under $SHIM_TEST_TMPDIR (set by sandbox.sh, which removes it
+// even after a crash) or /tmp, removed with everything in it when the object dies
 // (kept when SHIM_KEEP_TEST_DIRS=1). Paths stay short on purpose: unix socket paths must fit in
 // 107 characters. For tests and test tools; one owner, not shared between threads.
 #pragma once
@@ -10,7 +11,7 @@ namespace shim::testing {
 
 class TempDir {
  public:
-  // Creates /tmp/<prefix>-XXXXXX (mode 0700); throws std::runtime_error on failure.
+  // Creates <base>/<prefix>-XXXXXX (mode 0700); throws std::runtime_error on failure.
   explicit TempDir(std::string_view prefix = "shim");
   ~TempDir();
   TempDir(const TempDir&) = delete;

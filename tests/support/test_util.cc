@@ -103,6 +103,11 @@ std::string TailLines(const std::string& text, int lines) {
   return pos == 0 ? text : text.substr(pos + 1);
 }
 
+std::string TempBase() {
+  const char* base = getenv("SHIM_TEST_TMPDIR");
+  return base != nullptr && *base != '\0' ? base : "/tmp";
+}
+
 bool KeepTestDirs() {
   const char* keep = getenv("SHIM_KEEP_TEST_DIRS");
   return keep != nullptr && std::string_view(keep) == "1";

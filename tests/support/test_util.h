@@ -31,6 +31,10 @@ bool UnixSocketAccepts(const std::string& path);
 // The last `lines` lines of `text`, for error messages that quote a log.
 std::string TailLines(const std::string& text, int lines = 30);
 
+// Where temporary directories go: $SHIM_TEST_TMPDIR when set (sandbox.sh sets it to a directory
+// it removes at the end, so a crashed or killed test leaves nothing), else /tmp.
+std::string TempBase();
+
 // SHIM_KEEP_TEST_DIRS=1: temporary directories are kept for post-mortem reading.
 bool KeepTestDirs();
 
