@@ -1,14 +1,257 @@
 #include "daemon/daemon.h"
 
+#include <grp.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
 #include <ostream>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "config/loader.h"
+#include "config/store.h"
+#include "cri/image_service.h"
+#include "cri_image.pb.h"
+#include "daemon/instance_lock.h"
+#include "relay/event_loop.h"
+#include "relay/relay_server.h"
+#include "relay/unary_call.h"
+#include "relay/unix_socket.h"
+#include "util/log.h"
 
 namespace shim::daemon {
 
-int Run(const Options&) { return 1; }
+namespace {
 
-bool CheckRuntime(const config::Config&, std::ostream& out) {
-  out << "runtime check: not built yet\n";
-  return false;
+using namespace std::chrono_literals;
+
+// How long calls in flight may run on after SIGTERM before they are reset.
+constexpr auto kShutdownGrace = 5s;
+
+// The socket's directory exists, a stale socket from a crashed run is gone, and the path is
+// free to bind. Refuses to remove anything that is not a socket.
+Status PrepareSocketPath(const std::string& path) {
+  std::error_code ec;
+  auto dir = std::filesystem::path(path).parent_path();
+  if (!dir.empty()) {
+    std::filesystem::create_directories(dir, ec);
+    if (ec) return Status::Error("cannot create " + dir.string() + ": " + ec.message());
+  }
+  struct stat st;
+  if (lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      return Status::Error(path + " exists and is not a socket; remove it or choose another "
+                                  "`shim` path");
+    }
+    if (unlink(path.c_str()) != 0) {
+      return Status::Error("cannot remove stale socket " + path + ": " + std::strerror(errno));
+    }
+  }
+  return Status::Ok();
+}
+
+// Mode 0660 and the group of the runtime's socket: whoever may talk to the runtime may talk to
+// the shim, nobody else.
+void RestrictSocket(const std::string& path, const std::string& runtime_socket) {
+  if (chmod(path.c_str(), 0660) != 0) {
+    spdlog::warn("cannot chmod socket path={} error=\"{}\"", path, std::strerror(errno));
+  }
+  struct stat st;
+  if (stat(runtime_socket.c_str(), &st) == 0) {
+    if (chown(path.c_str(), static_cast<uid_t>(-1), st.st_gid) != 0) {
+      spdlog::warn("cannot chown socket path={} gid={} error=\"{}\"", path, st.st_gid,
+                   std::strerror(errno));
+    }
+  }
+}
+
+void LogConfig(const config::Config& config) {
+  for (size_t i = 0; i < config.registries.size(); ++i) {
+    const auto& r = config.registries[i];
+    spdlog::info("registry index={} address={} auth={}{}", i, r.address,
+                 r.auth.empty() ? "anonymous" : config::Masked(r.auth),
+                 r.prefixes.empty() ? "" : fmt::format(" prefixes={}", fmt::join(r.prefixes, ",")));
+    if (r.insecure_skip_verify) {
+      spdlog::warn("TLS verification is off for this registry when probing it address={}",
+                   r.address);
+    }
+  }
+}
+
+// Reads and validates the file again; a valid result replaces the running configuration whole,
+// an invalid one is logged and changes nothing.
+void Reload(const std::string& path, config::ConfigStore& store) {
+  auto loaded = config::LoadConfigFile(path);
+  for (const auto& w : loaded.warnings) spdlog::warn("config warning: {}", w);
+  if (!loaded.ok()) {
+    for (const auto& e : loaded.errors) spdlog::error("config reload rejected: {}", e);
+    return;
+  }
+  auto previous = store.Swap(loaded.config);
+  if (previous->shim_socket != loaded.config->shim_socket ||
+      previous->cri_socket != loaded.config->cri_socket) {
+    spdlog::warn("a change of `shim` or `cri` takes effect only after a restart");
+  }
+  log::SetDebug(loaded.config->debug);
+  spdlog::info("config reloaded path={} registries={}", path, loaded.config->registries.size());
+  LogConfig(*loaded.config);
+}
+
+}  // namespace
+
+int Run(const Options& options) {
+  auto loaded = config::LoadConfigFile(options.config_path);
+  log::Init(options.debug || (loaded.config && loaded.config->debug));
+  for (const auto& w : loaded.warnings) spdlog::warn("config warning: {}", w);
+  if (!loaded.ok()) {
+    for (const auto& e : loaded.errors) spdlog::error("config error: {}", e);
+    return 2;
+  }
+  config::ConfigStore store(loaded.config);
+  const config::Config& config = *loaded.config;
+
+  // Signals arrive through a signalfd on the loop, never as handlers: blocked in every thread.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  struct stat st;
+  if (!config.force && stat(config.cri_socket.c_str(), &st) != 0) {
+    spdlog::error("the runtime socket {} does not exist ({}); start the runtime first, fix `cri`, "
+                  "or set `force: true` to serve anyway",
+                  config.cri_socket, std::strerror(errno));
+    return 1;
+  }
+
+  InstanceLock lock;
+  auto dir = std::filesystem::path(config.shim_socket).parent_path();
+  std::error_code ec;
+  if (!dir.empty()) std::filesystem::create_directories(dir, ec);
+  if (Status s = lock.Acquire(config.shim_socket + ".lock"); !s.ok()) {
+    spdlog::error("{}", s.message());
+    return 1;
+  }
+  if (Status s = PrepareSocketPath(config.shim_socket); !s.ok()) {
+    spdlog::error("{}", s.message());
+    return 1;
+  }
+  auto listen_fd = relay::ListenUnix(config.shim_socket);
+  if (!listen_fd.ok()) {
+    spdlog::error("cannot serve: {}", listen_fd.status().message());
+    return 1;
+  }
+  RestrictSocket(config.shim_socket, config.cri_socket);
+
+  relay::EventLoop loop;
+  cri::ImageService images([&store] { return store.Get(); });
+  relay::RelayServer server(loop, config.cri_socket, &images);
+  server.Serve(*listen_fd);
+  std::string error;
+  if (server.upstream().Get(&error) == nullptr) {
+    spdlog::warn("runtime not reachable yet; calls fail with UNAVAILABLE until it is "
+                 "error=\"{}\"", error);
+  }
+
+  // Reloads read files: they run on their own thread, never on the loop.
+  std::thread reloader;
+  int sfd = signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC);
+  bool stopping = false;
+  loop.Add(sfd, EPOLLIN, [&](uint32_t) {
+    signalfd_siginfo info;
+    while (read(sfd, &info, sizeof info) == sizeof info) {
+      if (info.ssi_signo == SIGHUP) {
+        spdlog::info("SIGHUP: reloading configuration");
+        sd_notify(0, "RELOADING=1");
+        if (reloader.joinable()) reloader.join();
+        reloader = std::thread([&] {
+          Reload(options.config_path, store);
+          loop.Post([] { sd_notify(0, "READY=1"); });
+        });
+      } else if (!stopping) {
+        stopping = true;
+        spdlog::info("{}: stopping; calls in flight have {}s to finish",
+                     strsignal(static_cast<int>(info.ssi_signo)),
+                     std::chrono::duration_cast<std::chrono::seconds>(kShutdownGrace).count());
+        sd_notify(0, "STOPPING=1");
+        server.Shutdown(kShutdownGrace, [&] { loop.Stop(); });
+      }
+    }
+  });
+
+  spdlog::info("serving socket={} runtime={} version={}", config.shim_socket, config.cri_socket,
+               SHIM_VERSION);
+  LogConfig(config);
+  sd_notify(0, "READY=1");
+  loop.Run();
+
+  loop.Remove(sfd);
+  close(sfd);
+  if (reloader.joinable()) reloader.join();
+  unlink(config.shim_socket.c_str());
+  close(*listen_fd);
+  spdlog::info("stopped");
+  return 0;
+}
+
+bool CheckRuntime(const config::Config& config, std::ostream& out) {
+  relay::EventLoop loop;
+  relay::UpstreamPool pool(loop, config.cri_socket);
+  struct Answer {
+    bool done = false;
+    relay::UnaryResult result;
+  };
+  Answer answers[2];
+  const char* versions[2] = {"v1", "v1alpha2"};
+  for (int i = 0; i < 2; ++i) {
+    imagecrishim::cri::VersionRequest request;
+    request.set_version("0.1.0");
+    auto path = std::string("/runtime.") + versions[i] + ".RuntimeService/Version";
+    relay::UnaryCall::Start(loop, pool, relay::UnaryCall::OwnHeaders(path),
+                            relay::FrameMessage(request.SerializeAsString()),
+                            [&answers, i](relay::UnaryResult r) {
+                              answers[i].done = true;
+                              answers[i].result = std::move(r);
+                            });
+  }
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (!(answers[0].done && answers[1].done) && std::chrono::steady_clock::now() < deadline) {
+    loop.RunOnce(100ms);
+  }
+  out << "runtime: " << config.cri_socket << "\n";
+  bool any = false;
+  for (int i = 0; i < 2; ++i) {
+    const auto& a = answers[i];
+    out << "  runtime." << versions[i] << ": ";
+    if (!a.done) {
+      out << "no answer within 5s\n";
+      continue;
+    }
+    imagecrishim::cri::VersionResponse response;
+    auto message = a.result.Message();
+    if (a.result.ok() && message &&
+        response.ParseFromArray(message->data(), static_cast<int>(message->size()))) {
+      any = true;
+      out << "served by " << response.runtime_name() << " " << response.runtime_version()
+          << " (API " << response.runtime_api_version() << ")\n";
+    } else {
+      out << "not served (" << relay::GrpcCodeName(a.result.code) << ": " << a.result.message
+          << ")\n";
+    }
+  }
+  if (!any) out << "error: the runtime at " << config.cri_socket << " cannot be reached\n";
+  return any;
 }
 
 }  // namespace shim::daemon

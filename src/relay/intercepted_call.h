@@ -13,23 +13,10 @@
 
 #include "relay/downstream.h"
 #include "relay/event_loop.h"
+#include "relay/unary_call.h"
 #include "relay/upstream.h"
 
 namespace shim::relay {
-
-// The complete answer to one unary call the shim made to the runtime.
-struct UnaryResult {
-  bool answered = false;  // false: no gRPC status came (runtime unreachable, reset, cancelled)
-  int code = static_cast<int>(GrpcCode::kUnknown);  // grpc-status, or the shim's own when !answered
-  std::string message;    // grpc-message, percent-decoded, or why there was no answer
-  Headers headers;        // response headers; empty for trailers-only answers
-  std::string body;       // response body as framed on the wire
-  Headers trailers;       // trailers, or the single header block of a trailers-only answer
-
-  bool ok() const { return answered && code == 0; }
-  // The single response message, without its gRPC prefix.
-  std::optional<std::string_view> Message() const { return SingleMessage(body); }
-};
 
 class InterceptedCall;
 
@@ -46,7 +33,7 @@ class Interceptor {
 class InterceptedCall final : public ServerStream,
                               public std::enable_shared_from_this<InterceptedCall> {
  public:
-  using Done = std::function<void(UnaryResult)>;
+  using Done = UnaryCall::Done;
 
   InterceptedCall(EventLoop& loop, DownstreamConnection& down, int32_t down_id, Headers headers,
                   UpstreamPool& pool, Interceptor& interceptor);
@@ -80,8 +67,6 @@ class InterceptedCall final : public ServerStream,
   ssize_t ReadResponse(uint8_t* buf, size_t length, uint32_t* data_flags) override;
 
  private:
-  class RuntimeCall;
-
   void Send(Headers headers, std::string body, Headers trailers);
   void CallRuntimeFramed(const std::string& path, std::string framed_body, Done done);
 
@@ -96,7 +81,7 @@ class InterceptedCall final : public ServerStream,
   bool too_large_ = false;
   bool cancelled_ = false;
   bool finished_ = false;
-  std::vector<std::weak_ptr<RuntimeCall>> runtime_calls_;
+  std::vector<std::weak_ptr<UnaryCall>> runtime_calls_;
 
   std::string response_body_;
   size_t response_sent_ = 0;

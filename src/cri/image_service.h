@@ -1,0 +1,71 @@
+// The shim's own handling of the image calls (both CRI versions):
+//   PullImage       the image goes to the configured registries in order, each with its own
+//                   credentials, until one serves it; bounded by `timeout`.
+//   ImageStatus,    the name kubelet uses resolves to the name the image was stored under
+//   RemoveImage,    (the remembered one, then each candidate, then the name as given), so
+//   ListImages,     kubelet sees the image it asked for and does not pull it again.
+//   CreateContainer
+// Everything else about these calls is the runtime's own answer, passed back as it came.
+//
+// Loop thread only, except the ConfigSource, which must be thread-safe.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "cri/image_locations.h"
+#include "relay/intercepted_call.h"
+
+namespace shim::cri {
+
+class ImageService final : public relay::Interceptor {
+ public:
+  using ConfigSource = std::function<config::ConfigPtr()>;
+
+  explicit ImageService(ConfigSource config);
+  ~ImageService() override;
+
+  bool Intercepts(std::string_view path) const override;
+  void Handle(std::shared_ptr<relay::InterceptedCall> call) override;
+
+  const ImageLocations& locations() const { return locations_; }
+
+ private:
+  struct PullState;
+  struct Resolution;
+  using Resolved = std::function<void(std::optional<std::string> stored_name,
+                                      relay::UnaryResult status_answer)>;
+
+  void Pull(std::shared_ptr<relay::InterceptedCall> call, std::string_view version,
+            std::string_view message, config::ConfigPtr config);
+  void TryNextCandidate(std::shared_ptr<PullState> state);
+  void FinishPull(const std::shared_ptr<PullState>& state);
+
+  void Status(std::shared_ptr<relay::InterceptedCall> call, std::string_view version,
+              std::string_view message, config::ConfigPtr config);
+  void Remove(std::shared_ptr<relay::InterceptedCall> call, std::string_view version,
+              std::string_view message, config::ConfigPtr config);
+  void List(std::shared_ptr<relay::InterceptedCall> call, std::string_view version,
+            std::string_view message, config::ConfigPtr config);
+  void CreateContainer(std::shared_ptr<relay::InterceptedCall> call, std::string_view version,
+                       std::string_view message, config::ConfigPtr config);
+
+  // The names `image` may be stored under, most likely first; empty for image ids and
+  // unparsable names (which go to the runtime as they are).
+  std::vector<std::string> LookupNames(const std::string& image, const config::Config& config);
+  // Asks the runtime for each name in turn (ImageStatus requests made by `make_request`) until
+  // one is present. `done` gets the name found, or nullopt with the last answer.
+  void Resolve(std::shared_ptr<relay::InterceptedCall> call, std::string status_path,
+               std::vector<std::string> names,
+               std::function<std::string(const std::string&)> make_request, Resolved done);
+  void ResolveStep(std::shared_ptr<Resolution> resolution);
+
+  ConfigSource config_;
+  ImageLocations locations_;
+};
+
+}  // namespace shim::cri
