@@ -50,20 +50,25 @@ bool HasImage(const UnaryResult& answer) {
 
 }  // namespace
 
-struct ImageService::PullState {
-  std::shared_ptr<InterceptedCall> call;
+struct ImageService::PullAttempt {
+  std::string key;        // in pulls_
+  std::string requested;  // as the first caller sent it
+  std::string reference;  // normalised, for ImageLocations
   std::string path;
+  relay::Headers headers;  // the first caller's, for the runtime calls
+  relay::EventLoop* loop = nullptr;
+  relay::UpstreamPool* pool = nullptr;
   pb::PullImageRequest request;
-  std::string requested;  // as kubelet sent it
-  std::string key;        // normalised, for ImageLocations
   std::vector<image::Candidate> candidates;
   size_t next = 0;
+  std::vector<std::shared_ptr<InterceptedCall>> callers;
+  std::shared_ptr<relay::UnaryCall> current;
   std::vector<std::string> failures;
   bool all_absent = true;
   int last_code = static_cast<int>(GrpcCode::kUnknown);
   std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
   relay::EventLoop::TimerId timer = 0;
-  bool timed_out = false;
+  bool done = false;
 };
 
 struct ImageService::Resolution {
@@ -75,7 +80,8 @@ struct ImageService::Resolution {
   Resolved done;
 };
 
-ImageService::ImageService(ConfigSource config) : config_(std::move(config)) {}
+ImageService::ImageService(ConfigSource config, registry::RegistryHealth* health)
+    : config_(std::move(config)), health_(health) {}
 ImageService::~ImageService() = default;
 
 bool ImageService::Intercepts(std::string_view path) const {
@@ -108,95 +114,166 @@ void ImageService::Handle(std::shared_ptr<InterceptedCall> call) {
 
 void ImageService::Pull(std::shared_ptr<InterceptedCall> call, std::string_view,
                         std::string_view message, config::ConfigPtr config) {
-  auto state = std::make_shared<PullState>();
-  if (!state->request.ParseFromArray(message.data(), static_cast<int>(message.size()))) {
-    call->ReplyByRelaying();
+  pb::PullImageRequest request;
+  if (!request.ParseFromArray(message.data(), static_cast<int>(message.size()))) {
+    return call->ReplyByRelaying();
+  }
+  std::string requested = request.image().image();
+  auto reference = image::ParseReference(requested);
+  if (image::LooksLikeImageId(requested) || !reference.ok()) {
+    return call->ReplyByRelaying();  // the runtime's own error explains a bad name best
+  }
+  // Same image and same caller credentials: the same pull. Credentials stay in memory only.
+  std::string key = reference->String() + '\n' + request.auth().SerializeAsString();
+  auto [it, inserted] = pulls_.try_emplace(key);
+  if (!inserted) {
+    auto attempt = it->second;
+    attempt->callers.push_back(call);
+    call->OnCancelled([this, attempt, raw = call.get()] { OnPullCallerGone(attempt, raw); });
+    spdlog::debug("pull {} joins the one under way", requested);
     return;
   }
-  state->requested = state->request.image().image();
-  auto reference = image::ParseReference(state->requested);
-  if (image::LooksLikeImageId(state->requested) || !reference.ok()) {
-    call->ReplyByRelaying();  // the runtime's own error explains a bad name best
-    return;
+  auto attempt = std::make_shared<PullAttempt>();
+  it->second = attempt;
+  attempt->key = key;
+  attempt->requested = requested;
+  attempt->reference = reference->String();
+  attempt->path = call->path();
+  attempt->headers = call->request_headers();
+  attempt->loop = &call->loop();
+  attempt->pool = &call->pool();
+  attempt->request = std::move(request);
+  attempt->candidates = image::Rewrite(*reference, *config);
+  if (health_ != nullptr) {
+    // Registries known to be down go last: still tried if nothing else works.
+    std::stable_partition(attempt->candidates.begin(), attempt->candidates.end(),
+                          [&](const image::Candidate& c) {
+                            return c.is_origin() ||
+                                   !health_->IsDown(config->registries[c.registry_index].address);
+                          });
   }
-  state->call = call;
-  state->path = call->path();
-  state->key = reference->String();
-  state->candidates = image::Rewrite(*reference, *config);
-  std::weak_ptr<PullState> weak = state;
-  state->timer = call->loop().AddTimer(config->timeout, [this, weak, timeout = config->timeout] {
-    auto state = weak.lock();
-    if (!state || state->call->finished()) return;
-    state->timed_out = true;
-    state->call->CancelRuntimeCalls();
-    spdlog::warn("pull {} timed out after {}s", state->requested,
-                 std::chrono::duration_cast<std::chrono::seconds>(timeout).count());
-    state->call->ReplyError(
-        GrpcCode::kDeadlineExceeded,
-        fmt::format("pull of {} did not finish within the shim's timeout ({}s); tried: {}",
-                    state->requested,
-                    std::chrono::duration_cast<std::chrono::seconds>(timeout).count(),
-                    fmt::join(state->failures, "; ")));
+  attempt->callers.push_back(call);
+  call->OnCancelled([this, attempt, raw = call.get()] { OnPullCallerGone(attempt, raw); });
+  std::weak_ptr<PullAttempt> weak = attempt;
+  attempt->timer = attempt->loop->AddTimer(config->timeout, [this, weak,
+                                                             timeout = config->timeout] {
+    auto attempt = weak.lock();
+    if (!attempt || attempt->done) return;
+    attempt->timer = 0;
+    auto seconds = std::chrono::duration_cast<std::chrono::seconds>(timeout).count();
+    spdlog::warn("pull {} timed out after {}s", attempt->requested, seconds);
+    FinishPull(attempt, nullptr, GrpcCode::kDeadlineExceeded,
+               fmt::format("image-cri-shim: pull of {} did not finish within the timeout ({}s); "
+                           "tried: {}",
+                           attempt->requested, seconds,
+                           attempt->failures.empty() ? std::string("nothing finished")
+                                                     : fmt::format("{}", fmt::join(
+                                                           attempt->failures, "; "))));
   });
-  TryNextCandidate(std::move(state));
+  TryNextCandidate(std::move(attempt));
 }
 
-void ImageService::TryNextCandidate(std::shared_ptr<PullState> state) {
-  if (state->call->finished()) return FinishPull(state);
-  if (state->next == state->candidates.size()) {
-    GrpcCode code = state->all_absent ? GrpcCode::kNotFound
-                                      : static_cast<GrpcCode>(state->last_code);
-    spdlog::warn("pull {} failed: {}", state->requested, fmt::join(state->failures, "; "));
-    state->call->ReplyError(code, fmt::format("image-cri-shim: pull of {} failed on every "
-                                              "registry: {}",
-                                              state->requested,
-                                              fmt::join(state->failures, "; ")));
-    return FinishPull(state);
+void ImageService::OnPullCallerGone(const std::shared_ptr<PullAttempt>& attempt,
+                                    const InterceptedCall* call) {
+  auto& callers = attempt->callers;
+  callers.erase(std::remove_if(callers.begin(), callers.end(),
+                               [&](const auto& c) { return c.get() == call; }),
+                callers.end());
+  if (!callers.empty() || attempt->done) return;
+  // Nobody waits any more: the runtime's pull is cancelled and nothing more is tried.
+  spdlog::info("pull {} cancelled by the caller after {}", attempt->requested,
+               Seconds(std::chrono::steady_clock::now() - attempt->start));
+  FinishPull(attempt, nullptr, GrpcCode::kCancelled, "cancelled");
+}
+
+void ImageService::TryNextCandidate(std::shared_ptr<PullAttempt> attempt) {
+  if (attempt->done) return;
+  if (attempt->next == attempt->candidates.size()) {
+    GrpcCode code = attempt->all_absent ? GrpcCode::kNotFound
+                                        : static_cast<GrpcCode>(attempt->last_code);
+    spdlog::warn("pull {} failed on every registry: {}", attempt->requested,
+                 fmt::join(attempt->failures, "; "));
+    return FinishPull(attempt, nullptr, code,
+                      fmt::format("image-cri-shim: pull of {} failed on every registry: {}",
+                                  attempt->requested, fmt::join(attempt->failures, "; ")));
   }
-  const image::Candidate& candidate = state->candidates[state->next++];
-  pb::PullImageRequest request = state->request;
+  config::ConfigPtr config = config_();
+  const image::Candidate& candidate = attempt->candidates[attempt->next++];
+  std::string registry_address =
+      candidate.is_origin() || candidate.registry_index >= static_cast<int>(config->registries.size())
+          ? std::string()
+          : config->registries[candidate.registry_index].address;
+  pb::PullImageRequest request = attempt->request;
   request.mutable_image()->set_image(candidate.image);
   ApplyCredentials(request, candidate);
+  relay::Headers headers = attempt->headers;
   auto started = std::chrono::steady_clock::now();
-  state->call->CallRuntime(
-      state->path, request.SerializeAsString(),
-      [this, state, &candidate, started](UnaryResult answer) {
-        if (state->timed_out || state->call->finished()) return FinishPull(state);
+  attempt->current = relay::UnaryCall::Start(
+      *attempt->loop, *attempt->pool, headers, relay::FrameMessage(request.SerializeAsString()),
+      [this, attempt, &candidate, registry_address, started](UnaryResult answer) {
+        attempt->current = nullptr;
+        if (attempt->done) return;
         auto took = std::chrono::steady_clock::now() - started;
         if (answer.ok()) {
-          locations_.Remember(state->key, candidate.image);
-          spdlog::info("pull {} -> {} via {}: ok {}", state->requested, candidate.image,
+          if (health_ != nullptr && !registry_address.empty()) health_->MarkUp(registry_address);
+          locations_.Remember(attempt->reference, candidate.image);
+          spdlog::info("pull {} -> {} via {}: ok {}", attempt->requested, candidate.image,
                        candidate.registry, Seconds(took));
-          state->call->Reply(answer);
-          return FinishPull(state);
+          return FinishPull(attempt, &answer, GrpcCode::kOk, "");
         }
         if (!answer.answered) {
           // The runtime itself is out of reach: no registry is to blame, nothing else to try.
-          spdlog::warn("pull {} failed: {}", state->requested, answer.message);
-          state->call->Reply(answer);
-          return FinishPull(state);
+          spdlog::warn("pull {} failed: {}", attempt->requested, answer.message);
+          return FinishPull(attempt, &answer, GrpcCode::kOk, "");
         }
         PullFailure failure = ClassifyPullFailure(answer.code, answer.message);
-        spdlog::warn("pull {} -> {} via {}: {} after {} error=\"{}\"", state->requested,
+        spdlog::warn("pull {} -> {} via {}: {} after {} error=\"{}\"", attempt->requested,
                      candidate.image, candidate.registry, PullFailureName(failure),
                      Seconds(took), Shorten(answer.message));
         if (failure == PullFailure::kInvalidReference) {
-          state->call->Reply(answer);
-          return FinishPull(state);
+          return FinishPull(attempt, &answer, GrpcCode::kOk, "");
         }
-        state->all_absent = state->all_absent && failure == PullFailure::kImageAbsent;
-        state->last_code = answer.code;
-        state->failures.push_back(fmt::format("{} via {}: {} ({})", candidate.image,
-                                              candidate.registry, PullFailureName(failure),
-                                              Shorten(answer.message)));
-        TryNextCandidate(state);
+        if (health_ != nullptr && !registry_address.empty()) {
+          if (failure == PullFailure::kRegistryDown) {
+            health_->MarkDown(registry_address, Shorten(answer.message));
+          } else if (failure == PullFailure::kAuthRejected &&
+                     health_->NoteCredentialsRejected(registry_address)) {
+            spdlog::error("registry rejected the shim's credentials registry={} user={}; fix its "
+                          "`auth`",
+                          registry_address,
+                          candidate.credentials.username.empty() ? "(anonymous)"
+                                                                 : candidate.credentials.username);
+          }
+        }
+        attempt->all_absent = attempt->all_absent && failure == PullFailure::kImageAbsent;
+        attempt->last_code = answer.code;
+        attempt->failures.push_back(fmt::format("{} via {}: {} ({})", candidate.image,
+                                                candidate.registry, PullFailureName(failure),
+                                                Shorten(answer.message)));
+        TryNextCandidate(attempt);
       });
 }
 
-void ImageService::FinishPull(const std::shared_ptr<PullState>& state) {
-  if (state->timer != 0) {
-    state->call->loop().Cancel(state->timer);
-    state->timer = 0;
+void ImageService::FinishPull(const std::shared_ptr<PullAttempt>& attempt,
+                              const UnaryResult* answer, GrpcCode code,
+                              const std::string& message) {
+  if (attempt->done) return;
+  attempt->done = true;
+  if (attempt->timer != 0) attempt->loop->Cancel(attempt->timer);
+  attempt->timer = 0;
+  if (attempt->current) {
+    auto current = std::move(attempt->current);
+    current->Cancel();  // its answer no longer matters: `done` above ignores it
+  }
+  auto it = pulls_.find(attempt->key);
+  if (it != pulls_.end() && it->second == attempt) pulls_.erase(it);
+  auto callers = std::move(attempt->callers);
+  for (auto& call : callers) {
+    if (answer != nullptr) {
+      call->Reply(*answer);
+    } else {
+      call->ReplyError(code, message);
+    }
   }
 }
 

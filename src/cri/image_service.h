@@ -14,10 +14,12 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "config/config.h"
 #include "cri/image_locations.h"
+#include "registry/health.h"
 #include "relay/intercepted_call.h"
 
 namespace shim::cri {
@@ -26,24 +28,30 @@ class ImageService final : public relay::Interceptor {
  public:
   using ConfigSource = std::function<config::ConfigPtr()>;
 
-  explicit ImageService(ConfigSource config);
+  // `health` may be null (no failover ordering, no down marks); it must outlive the service.
+  ImageService(ConfigSource config, registry::RegistryHealth* health);
   ~ImageService() override;
 
   bool Intercepts(std::string_view path) const override;
   void Handle(std::shared_ptr<relay::InterceptedCall> call) override;
 
   const ImageLocations& locations() const { return locations_; }
+  size_t pulls_in_flight() const { return pulls_.size(); }
 
  private:
-  struct PullState;
+  struct PullAttempt;
   struct Resolution;
   using Resolved = std::function<void(std::optional<std::string> stored_name,
                                       relay::UnaryResult status_answer)>;
 
   void Pull(std::shared_ptr<relay::InterceptedCall> call, std::string_view version,
             std::string_view message, config::ConfigPtr config);
-  void TryNextCandidate(std::shared_ptr<PullState> state);
-  void FinishPull(const std::shared_ptr<PullState>& state);
+  void TryNextCandidate(std::shared_ptr<PullAttempt> attempt);
+  // Answers every caller waiting on the attempt and forgets it.
+  void FinishPull(const std::shared_ptr<PullAttempt>& attempt, const relay::UnaryResult* answer,
+                  relay::GrpcCode code, const std::string& message);
+  void OnPullCallerGone(const std::shared_ptr<PullAttempt>& attempt,
+                        const relay::InterceptedCall* call);
 
   void Status(std::shared_ptr<relay::InterceptedCall> call, std::string_view version,
               std::string_view message, config::ConfigPtr config);
@@ -65,7 +73,10 @@ class ImageService final : public relay::Interceptor {
   void ResolveStep(std::shared_ptr<Resolution> resolution);
 
   ConfigSource config_;
+  registry::RegistryHealth* health_;
   ImageLocations locations_;
+  // Pulls under way, by image and caller credentials: a second identical pull joins the first.
+  std::unordered_map<std::string, std::shared_ptr<PullAttempt>> pulls_;
 };
 
 }  // namespace shim::cri

@@ -21,7 +21,10 @@
 #include "config/store.h"
 #include "cri/image_service.h"
 #include "cri_image.pb.h"
+#include "daemon/config_sources.h"
 #include "daemon/instance_lock.h"
+#include "registry/health.h"
+#include "registry/prober.h"
 #include "relay/event_loop.h"
 #include "relay/relay_server.h"
 #include "relay/unary_call.h"
@@ -87,25 +90,6 @@ void LogConfig(const config::Config& config) {
   }
 }
 
-// Reads and validates the file again; a valid result replaces the running configuration whole,
-// an invalid one is logged and changes nothing.
-void Reload(const std::string& path, config::ConfigStore& store) {
-  auto loaded = config::LoadConfigFile(path);
-  for (const auto& w : loaded.warnings) spdlog::warn("config warning: {}", w);
-  if (!loaded.ok()) {
-    for (const auto& e : loaded.errors) spdlog::error("config reload rejected: {}", e);
-    return;
-  }
-  auto previous = store.Swap(loaded.config);
-  if (previous->shim_socket != loaded.config->shim_socket ||
-      previous->cri_socket != loaded.config->cri_socket) {
-    spdlog::warn("a change of `shim` or `cri` takes effect only after a restart");
-  }
-  log::SetDebug(loaded.config->debug);
-  spdlog::info("config reloaded path={} registries={}", path, loaded.config->registries.size());
-  LogConfig(*loaded.config);
-}
-
 }  // namespace
 
 int Run(const Options& options) {
@@ -155,7 +139,20 @@ int Run(const Options& options) {
   RestrictSocket(config.shim_socket, config.cri_socket);
 
   relay::EventLoop loop;
-  cri::ImageService images([&store] { return store.Get(); });
+  registry::SystemClock clock;
+  registry::RegistryHealth health(clock);
+  health.set_listener([](const std::string& registry, bool up, const std::string& reason) {
+    if (up) {
+      spdlog::info("registry is back up registry={}; pulls go to it again", registry);
+    } else {
+      spdlog::warn("registry marked down registry={} reason=\"{}\"; it goes last until a probe "
+                   "sees it answer",
+                   registry, reason);
+    }
+  });
+  registry::Prober prober(health, store);
+  prober.Start();
+  cri::ImageService images([&store] { return store.Get(); }, &health);
   relay::RelayServer server(loop, config.cri_socket, &images);
   server.Serve(*listen_fd);
   std::string error;
@@ -164,8 +161,12 @@ int Run(const Options& options) {
                  "error=\"{}\"", error);
   }
 
-  // Reloads read files: they run on their own thread, never on the loop.
-  std::thread reloader;
+  // Reloads read files and talk to the API server: on the sources' own thread, never the loop.
+  ConfigSources sources({.config_path = options.config_path,
+                         .force_debug = options.debug,
+                         .on_requested_reload_done =
+                             [&loop] { loop.Post([] { sd_notify(0, "READY=1"); }); }},
+                        store);
   int sfd = signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC);
   bool stopping = false;
   loop.Add(sfd, EPOLLIN, [&](uint32_t) {
@@ -174,11 +175,7 @@ int Run(const Options& options) {
       if (info.ssi_signo == SIGHUP) {
         spdlog::info("SIGHUP: reloading configuration");
         sd_notify(0, "RELOADING=1");
-        if (reloader.joinable()) reloader.join();
-        reloader = std::thread([&] {
-          Reload(options.config_path, store);
-          loop.Post([] { sd_notify(0, "READY=1"); });
-        });
+        sources.RequestReload();
       } else if (!stopping) {
         stopping = true;
         spdlog::info("{}: stopping; calls in flight have {}s to finish",
@@ -193,12 +190,14 @@ int Run(const Options& options) {
   spdlog::info("serving socket={} runtime={} version={}", config.shim_socket, config.cri_socket,
                SHIM_VERSION);
   LogConfig(config);
+  sources.Start();
   sd_notify(0, "READY=1");
   loop.Run();
 
   loop.Remove(sfd);
   close(sfd);
-  if (reloader.joinable()) reloader.join();
+  prober.Stop();
+  sources.Stop();
   unlink(config.shim_socket.c_str());
   close(*listen_fd);
   spdlog::info("stopped");

@@ -40,6 +40,7 @@ void InterceptedCall::OnDownstreamClosed(uint32_t error_code) {
   if (!finished_ && error_code != NGHTTP2_NO_ERROR) {
     cancelled_ = true;
     CancelRuntimeCalls();
+    if (auto hook = std::move(cancel_hook_)) hook();
   }
 }
 
@@ -97,6 +98,7 @@ void InterceptedCall::Send(Headers headers, std::string body, Headers trailers) 
   if (finished()) return;
   finished_ = true;
   runtime_calls_.clear();
+  cancel_hook_ = nullptr;
   if (down_ == nullptr) return;
   if (headers.empty()) {  // trailers-only
     down_->SubmitResponse(down_id_, trailers, true);

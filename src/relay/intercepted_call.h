@@ -43,6 +43,9 @@ class InterceptedCall final : public ServerStream,
   // The request message without its prefix; nullopt if the body is not one plain message.
   std::optional<std::string_view> request_message() const { return SingleMessage(body_); }
   EventLoop& loop() { return loop_; }
+  UpstreamPool& pool() { return pool_; }
+  // Runs `hook` once if the caller goes away before a reply (cancel, deadline, disconnect).
+  void OnCancelled(std::function<void()> hook) { cancel_hook_ = std::move(hook); }
   // The caller cancelled, its connection closed, or a reply was sent.
   bool cancelled() const { return cancelled_; }
   bool finished() const { return finished_ || cancelled_; }
@@ -82,6 +85,7 @@ class InterceptedCall final : public ServerStream,
   bool cancelled_ = false;
   bool finished_ = false;
   std::vector<std::weak_ptr<UnaryCall>> runtime_calls_;
+  std::function<void()> cancel_hook_;
 
   std::string response_body_;
   size_t response_sent_ = 0;

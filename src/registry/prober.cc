@@ -1,0 +1,193 @@
+#include "registry/prober.h"
+
+#include <curl/curl.h>
+
+#include <fstream>
+#include <mutex>
+#include <sstream>
+
+#include <spdlog/spdlog.h>
+
+namespace shim::registry {
+
+namespace {
+
+void InitCurlOnce() {
+  static std::once_flag once;
+  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+struct Response {
+  long status = 0;
+  std::string www_authenticate;
+  std::string error;  // transport failure, empty when an HTTP answer came
+};
+
+size_t OnHeader(char* buffer, size_t size, size_t n, void* user) {
+  auto* response = static_cast<Response*>(user);
+  std::string_view line(buffer, size * n);
+  constexpr std::string_view kName = "www-authenticate:";
+  if (line.size() > kName.size()) {
+    std::string lower(line.substr(0, kName.size()));
+    for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (lower == kName) {
+      std::string value(line.substr(kName.size()));
+      while (!value.empty() && (value.back() == '\r' || value.back() == '\n')) value.pop_back();
+      while (!value.empty() && value.front() == ' ') value.erase(0, 1);
+      response->www_authenticate = value;
+    }
+  }
+  return size * n;
+}
+
+size_t Discard(char*, size_t size, size_t n, void*) { return size * n; }
+
+// One GET. `credentials` empty = anonymous.
+Response Get(const config::Registry& registry, const std::string& url,
+             const config::Credentials* credentials, std::chrono::milliseconds timeout) {
+  InitCurlOnce();
+  Response response;
+  CURL* curl = curl_easy_init();
+  if (curl == nullptr) {
+    response.error = "cannot initialise libcurl";
+    return response;
+  }
+  char error[CURL_ERROR_SIZE] = {};
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
+  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(timeout.count()));
+  curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, error);
+  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, OnHeader);
+  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &response);
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, Discard);
+  curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
+  std::string bundle;
+  curl_blob blob{};
+  if (registry.insecure_skip_verify) {
+    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
+  } else if (!registry.ca_file.empty()) {
+    // The registry's own CA in addition to the system's, not instead of it.
+    bundle = ReadAll("/etc/ssl/certs/ca-certificates.crt") + "\n" + ReadAll(registry.ca_file);
+    blob.data = bundle.data();
+    blob.len = bundle.size();
+    blob.flags = CURL_BLOB_NOCOPY;
+    curl_easy_setopt(curl, CURLOPT_CAINFO_BLOB, &blob);
+  }
+  if (credentials != nullptr && !credentials->empty()) {
+    curl_easy_setopt(curl, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
+    curl_easy_setopt(curl, CURLOPT_USERNAME, credentials->username.c_str());
+    curl_easy_setopt(curl, CURLOPT_PASSWORD, credentials->password.c_str());
+  }
+  CURLcode rc = curl_easy_perform(curl);
+  if (rc != CURLE_OK) {
+    response.error = error[0] != '\0' ? error : curl_easy_strerror(rc);
+  } else {
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &response.status);
+  }
+  curl_easy_cleanup(curl);
+  return response;
+}
+
+// `Bearer realm="https://auth/token",service="registry"` -> the realm URL with its service.
+std::string TokenUrl(const std::string& challenge) {
+  auto param = [&](const std::string& name) -> std::string {
+    auto at = challenge.find(name + "=\"");
+    if (at == std::string::npos) return "";
+    at += name.size() + 2;
+    auto end = challenge.find('"', at);
+    return end == std::string::npos ? "" : challenge.substr(at, end - at);
+  };
+  std::string realm = param("realm");
+  if (realm.empty()) return "";
+  std::string service = param("service");
+  if (service.empty()) return realm;
+  char* escaped = curl_easy_escape(nullptr, service.c_str(), static_cast<int>(service.size()));
+  std::string url = realm + (realm.find('?') == std::string::npos ? "?" : "&") + "service=" +
+                    (escaped ? escaped : "");
+  curl_free(escaped);
+  return url;
+}
+
+}  // namespace
+
+ProbeResult ProbeRegistry(const config::Registry& registry, bool check_credentials,
+                          std::chrono::milliseconds timeout) {
+  // The API root is at the host, whatever path the registry address carries.
+  std::string root = registry.scheme + "://" + registry.host + "/v2/";
+  if (registry.host == "docker.io") root = "https://registry-1.docker.io/v2/";
+  Response anonymous = Get(registry, root, nullptr, timeout);
+  if (!anonymous.error.empty()) return {ProbeResult::State::kDown, anonymous.error};
+  if (anonymous.status != 200 && anonymous.status != 401) {
+    return {ProbeResult::State::kDown, "GET /v2/ answered HTTP " + std::to_string(anonymous.status)};
+  }
+  if (!check_credentials || registry.auth.empty() || anonymous.status == 200) {
+    return {ProbeResult::State::kUp, ""};
+  }
+  const std::string& challenge = anonymous.www_authenticate;
+  bool bearer = challenge.size() >= 6 && (challenge.compare(0, 6, "Bearer") == 0 ||
+                                          challenge.compare(0, 6, "bearer") == 0);
+  std::string url = bearer ? TokenUrl(challenge) : root;
+  if (url.empty()) return {ProbeResult::State::kUp, "credentials not checked: no token realm"};
+  Response with = Get(registry, url, &registry.auth, timeout);
+  if (!with.error.empty()) return {ProbeResult::State::kDown, with.error};
+  if (with.status == 200) return {ProbeResult::State::kUp, ""};
+  if (with.status == 401 || with.status == 403) {
+    return {ProbeResult::State::kCredentialsRejected,
+            "HTTP " + std::to_string(with.status) + " for user " + registry.auth.username};
+  }
+  return {ProbeResult::State::kDown, "credential check answered HTTP " +
+                                         std::to_string(with.status)};
+}
+
+Prober::Prober(RegistryHealth& health, const config::ConfigStore& store)
+    : health_(health), store_(store) {}
+
+Prober::~Prober() { Stop(); }
+
+void Prober::Start() {
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void Prober::Stop() {
+  stop_ = true;
+  health_.Wake();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Prober::Loop() {
+  while (!stop_) {
+    auto next = health_.NextProbeAt();
+    // With nothing down the thread sleeps until a pull marks something down.
+    health_.WaitForChange(next ? *next : std::chrono::steady_clock::now() + std::chrono::hours(1));
+    if (stop_) return;
+    auto config = store_.Get();
+    std::vector<std::string> configured;
+    for (const auto& r : config->registries) configured.push_back(r.address);
+    health_.Retain(configured);
+    for (const auto& address : health_.DueForProbe()) {
+      if (stop_) return;
+      for (const auto& r : config->registries) {
+        if (r.address != address) continue;
+        ProbeResult result = ProbeRegistry(r, false);
+        if (result.state == ProbeResult::State::kUp) {
+          health_.MarkUp(address);
+        } else {
+          spdlog::debug("registry still down registry={} reason=\"{}\"", address, result.detail);
+          health_.ProbeFailed(address, result.detail);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace shim::registry
