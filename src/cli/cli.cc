@@ -42,6 +42,8 @@ int DryRun(const std::string& path) {
   std::cout.flush();
   bool runtime_ok = daemon::CheckRuntime(*config, std::cout);
   std::cout.flush();
+  daemon::CheckRegistries(*config, std::cout);  // informational: the daemon starts either way
+  std::cout.flush();
   return runtime_ok ? 0 : 1;
 }
 

@@ -253,4 +253,26 @@ bool CheckRuntime(const config::Config& config, std::ostream& out) {
   return any;
 }
 
+void CheckRegistries(const config::Config& config, std::ostream& out) {
+  out << "registries:\n";
+  for (const auto& registry : config.registries) {
+    auto result = registry::ProbeRegistry(registry, true);
+    out << "  " << registry.address << ": ";
+    switch (result.state) {
+      case registry::ProbeResult::State::kUp:
+        out << "up";
+        if (!registry.auth.empty() && result.detail.empty()) out << ", credentials accepted";
+        if (!result.detail.empty()) out << " (" << result.detail << ")";
+        break;
+      case registry::ProbeResult::State::kDown:
+        out << "down (" << result.detail << ")";
+        break;
+      case registry::ProbeResult::State::kCredentialsRejected:
+        out << "credentials rejected (" << result.detail << ")";
+        break;
+    }
+    out << "\n";
+  }
+}
+
 }  // namespace shim::daemon

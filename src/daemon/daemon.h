@@ -20,4 +20,9 @@ int Run(const Options& options);
 // v1alpha2 and prints what it found to `out`. Returns false when the runtime cannot be reached.
 bool CheckRuntime(const config::Config& config, std::ostream& out);
 
+// The registry checks of --dry-run: probes each configured registry once (GET /v2/, and its
+// credentials) and prints up, down with the reason, or credentials rejected. Never prints a
+// password.
+void CheckRegistries(const config::Config& config, std::ostream& out);
+
 }  // namespace shim::daemon
