@@ -3,12 +3,18 @@
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
+#include <fstream>
 #include <iostream>
+#include <sstream>
 
+#include "config/configmap.h"
 #include "config/loader.h"
 #include "daemon/daemon.h"
 #include "image/reference.h"
 #include "image/rewriter.h"
+#include "kube/api_client.h"
+#include "kube/configmap_sync.h"
+#include "kube/credentials.h"
 #include "util/log.h"
 
 namespace shim::cli {
@@ -31,6 +37,67 @@ std::string Describe(const image::Candidate& candidate) {
   return "(registry " + candidate.registry + ", " + who + ")";
 }
 
+// The Kubernetes part of --dry-run: which credentials were found and whether the ConfigMap can
+// be read and merged. Informational: the shim serves its local file without it, so the exit
+// code does not depend on it. Never prints a token or a password.
+void CheckConfigMap(const std::string& path, const config::Config& config, std::ostream& out) {
+  const config::KubeSync& settings = config.kube;
+  std::string name = settings.namespace_ + "/" + settings.name;
+  if (!settings.enabled) {
+    out << "configmap: sync off (configMap.enabled: false)\n";
+    return;
+  }
+  kube::Discovery discovery = kube::DiscoverCredentials();
+  if (!discovery.credentials) {
+    out << "kubernetes: no credentials found; the local file alone will serve\n";
+    for (const std::string& line : discovery.tried) out << "  " << line << "\n";
+    return;
+  }
+  out << "kubernetes: credentials " << discovery.credentials->Describe() << "\n";
+  auto api = kube::MakeApiClient(*discovery.credentials);
+  kube::SyncOptions options;
+  options.namespace_ = settings.namespace_;
+  options.name = settings.name;
+  options.key = settings.key;
+  kube::ReadOnce read = kube::ReadConfigMapOnce(*api, options);
+  out << "configmap " << name << ": ";
+  switch (read.state) {
+    case kube::SyncState::kSynced:
+      out << "readable, key " << settings.key << " present (" << read.detail << ")\n";
+      break;
+    case kube::SyncState::kKeyAbsent:
+      out << "readable, but it has no key " << settings.key << "; the local file serves\n";
+      return;
+    case kube::SyncState::kAbsent:
+      out << "does not exist; the local file serves (the shim watches for it)\n";
+      return;
+    case kube::SyncState::kUnauthorized:
+      out << "cannot be read: " << read.detail
+          << " (grant get/list/watch on it: deploy/rbac.yaml)\n";
+      return;
+    default:
+      out << "cannot be read: " << read.detail << "\n";
+      return;
+  }
+  if (!read.payload) return;
+  std::string local_text;
+  if (std::ifstream in{path}) {
+    std::ostringstream text;
+    text << in.rdbuf();
+    local_text = text.str();
+  }
+  config::MergeResult merged = config::MergeConfigMap(local_text, path, *read.payload,
+                                                      "ConfigMap " + name + " key " + settings.key);
+  for (const std::string& w : merged.warnings) out << "  warning: " << w << "\n";
+  if (!merged.ok()) {
+    out << "  the payload would be rejected (nothing written):\n";
+    for (const std::string& e : merged.errors) out << "  error: " << e << "\n";
+    return;
+  }
+  out << "  the payload is valid; merged with the local file it "
+      << (merged.changed ? "changes it (the shim will rewrite it)" : "matches it") << "\n";
+}
+
 int DryRun(const std::string& path) {
   config::ConfigPtr config = Load(path);
   if (!config) {
@@ -41,6 +108,8 @@ int DryRun(const std::string& path) {
             << config::ToMaskedYaml(*config);
   std::cout.flush();
   bool runtime_ok = daemon::CheckRuntime(*config, std::cout);
+  std::cout.flush();
+  CheckConfigMap(path, *config, std::cout);
   std::cout.flush();
   daemon::CheckRegistries(*config, std::cout);  // informational: the daemon starts either way
   std::cout.flush();

@@ -102,9 +102,10 @@ class ConfigSources::Worker {
     if (inotify_fd_ < 0 ||
         ::inotify_add_watch(inotify_fd_, directory_.c_str(),
                             IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE) < 0) {
-      spdlog::warn("cannot watch the configuration directory; changes are picked up every "
-                   "reloadInterval and on SIGHUP only dir={} error=\"{}\"",
-                   directory_, std::strerror(errno));
+      spdlog::warn(
+          "cannot watch the configuration directory; changes are picked up every "
+          "reloadInterval and on SIGHUP only dir={} error=\"{}\"",
+          directory_, std::strerror(errno));
     }
     // The daemon loaded the file just before: that content is in force.
     std::string error;
@@ -194,9 +195,10 @@ class ConfigSources::Worker {
 
   void Reject(ReloadSource source, const std::vector<std::string>& errors) {
     for (const auto& e : errors) {
-      spdlog::error("config reload rejected, the running configuration stays source={} "
-                    "error=\"{}\"",
-                    ReloadSourceName(source), e);
+      spdlog::error(
+          "config reload rejected, the running configuration stays source={} "
+          "error=\"{}\"",
+          ReloadSourceName(source), e);
     }
     Count(source, false);
   }
@@ -208,9 +210,10 @@ class ConfigSources::Worker {
     if (copy->shim_socket != running.shim_socket || copy->cri_socket != running.cri_socket) {
       std::string wanted = copy->shim_socket + " " + copy->cri_socket;
       if (wanted != restart_warned_) {
-        spdlog::warn("a change of `shim` or `cri` needs a restart; keeping shim={} cri={} until "
-                     "then",
-                     running.shim_socket, running.cri_socket);
+        spdlog::warn(
+            "a change of `shim` or `cri` needs a restart; keeping shim={} cri={} until "
+            "then",
+            running.shim_socket, running.cri_socket);
         restart_warned_ = wanted;
       }
       copy->shim_socket = running.shim_socket;
@@ -275,9 +278,10 @@ class ConfigSources::Worker {
   bool Write(const std::string& text) {
     Status status = config::WriteFileAtomically(path_, text, 0600);
     if (!status.ok()) {
-      spdlog::error("cannot write the merged configuration; it is applied in memory only "
-                    "error=\"{}\"",
-                    status.message());
+      spdlog::error(
+          "cannot write the merged configuration; it is applied in memory only "
+          "error=\"{}\"",
+          status.message());
       return false;
     }
     spdlog::info("configuration file updated from the ConfigMap path={} mode=0600", path_);
@@ -344,14 +348,16 @@ class ConfigSources::Worker {
         break;
       case kube::SyncState::kKeyAbsent:
       case kube::SyncState::kAbsent:
-        spdlog::info("ConfigMap sync: {} absent, the local configuration serves; watching for it "
-                     "configmap={} detail=\"{}\"",
-                     state == kube::SyncState::kAbsent ? "ConfigMap" : "key", name, detail);
+        spdlog::info(
+            "ConfigMap sync: {} absent, the local configuration serves; watching for it "
+            "configmap={} detail=\"{}\"",
+            state == kube::SyncState::kAbsent ? "ConfigMap" : "key", name, detail);
         break;
       default:
-        spdlog::warn("ConfigMap sync: {}, the local configuration serves; retrying with backoff "
-                     "configmap={} detail=\"{}\"",
-                     kube::SyncStateName(state), name, detail);
+        spdlog::warn(
+            "ConfigMap sync: {}, the local configuration serves; retrying with backoff "
+            "configmap={} detail=\"{}\"",
+            kube::SyncStateName(state), name, detail);
         break;
     }
   }
@@ -379,9 +385,10 @@ class ConfigSources::Worker {
     kube_found_ = discovery.credentials.has_value();
     if (!discovery.credentials) {
       // Once per (re)start of the sync, not per tick: a node without a cluster is normal.
-      spdlog::info("no Kubernetes credentials found; the local configuration alone serves "
-                   "looked_at=\"{}\"",
-                   fmt::join(discovery.tried, "; "));
+      spdlog::info(
+          "no Kubernetes credentials found; the local configuration alone serves "
+          "looked_at=\"{}\"",
+          fmt::join(discovery.tried, "; "));
       SetSyncStateName("no-credentials", "");
       return;
     }

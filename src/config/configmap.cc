@@ -1,0 +1,252 @@
+#include "config/configmap.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <optional>
+#include <set>
+
+namespace shim::config {
+namespace {
+
+// Keys of the payload that map one to one onto keys of the local file.
+const std::vector<std::string> kCopiedKeys = {
+    "address", "auth",    "registries",     "force",
+    "debug",   "timeout", "reloadInterval", "fallbackToOrigin"};
+// Keys that describe the node itself: accepted in the payload only to be ignored with a warning.
+const std::vector<std::string> kNodeKeys = {"shim", "cri", "configMap", "metricsAddress"};
+
+bool Contains(const std::vector<std::string>& list, const std::string& item) {
+  return std::find(list.begin(), list.end(), item) != list.end();
+}
+
+std::string Emit(const YAML::Node& node) {
+  YAML::Emitter out;
+  out << node;
+  return std::string(out.c_str()) + "\n";
+}
+
+class PayloadConverter {
+ public:
+  PayloadConverter(std::string source, MergeResult* result)
+      : source_(std::move(source)), result_(result) {}
+
+  // The payload as a map in the local file's keys, or nullopt after reporting errors.
+  std::optional<YAML::Node> Convert(const std::string& text) {
+    YAML::Node root;
+    try {
+      root = YAML::Load(text);
+    } catch (const YAML::ParserException& e) {
+      std::string where;
+      if (!e.mark.is_null()) {
+        where = "line " + std::to_string(e.mark.line + 1) + ", column " +
+                std::to_string(e.mark.column + 1) + ": ";
+      }
+      Error("", where + "YAML syntax error: " + e.msg);
+      return std::nullopt;
+    } catch (const std::exception& e) {
+      Error("", std::string("cannot read YAML: ") + e.what());
+      return std::nullopt;
+    }
+    try {
+      return ConvertRoot(root);
+    } catch (const std::exception& e) {
+      // Types are checked before conversion; this keeps a yaml-cpp surprise from crashing.
+      Error("", std::string("invalid payload: ") + e.what());
+      return std::nullopt;
+    }
+  }
+
+ private:
+  void Error(const std::string& key, const std::string& message) {
+    result_->errors.push_back(source_ + ": " + (key.empty() ? "" : key + ": ") + message);
+  }
+  void Warn(const std::string& key, const std::string& message) {
+    result_->warnings.push_back(source_ + ": " + (key.empty() ? "" : key + ": ") + message);
+  }
+
+  // {username, password} (the ConfigMap form) or "user:password" (the file form) -> the file
+  // form. Values are secrets: no message shows them.
+  std::optional<YAML::Node> Auth(const YAML::Node& node, const std::string& key) {
+    if (node.IsNull() || node.IsScalar()) return node.IsNull() ? YAML::Node("") : node;
+    if (!node.IsMap()) {
+      Error(key, "expected {username: ..., password: ...} or \"user:password\"");
+      return std::nullopt;
+    }
+    std::string username;
+    std::string password;
+    for (const auto& item : node) {
+      std::string name = item.first.IsScalar() ? item.first.Scalar() : "";
+      if (name != "username" && name != "password") {
+        Warn(key + "." + (name.empty() ? "?" : name),
+             "unknown key, ignored (known keys: username, password)");
+        continue;
+      }
+      if (!item.second.IsNull() && !item.second.IsScalar()) {
+        Error(key + "." + name, "expected a string");
+        return std::nullopt;
+      }
+      (name == "username" ? username : password) = item.second.IsNull() ? "" : item.second.Scalar();
+    }
+    if (username.empty() && password.empty()) return YAML::Node("");
+    if (username.empty() || password.empty()) {
+      Error(key, "username and password must both be set (or both empty for anonymous access)");
+      return std::nullopt;
+    }
+    if (username.find(':') != std::string::npos) {
+      Error(key + ".username", "must not contain ':'");
+      return std::nullopt;
+    }
+    return YAML::Node(username + ":" + password);
+  }
+
+  std::optional<YAML::Node> Registries(const YAML::Node& node) {
+    if (node.IsNull()) return YAML::Node(YAML::NodeType::Sequence);
+    if (!node.IsSequence()) {
+      Error("registries", "expected a list of registries (- address: ...)");
+      return std::nullopt;
+    }
+    YAML::Node out(YAML::NodeType::Sequence);
+    bool ok = true;
+    for (size_t i = 0; i < node.size(); ++i) {
+      std::string key = "registries[" + std::to_string(i) + "]";
+      const YAML::Node& entry = node[i];
+      if (!entry.IsMap()) {
+        Error(key, "expected a map with address and auth");
+        ok = false;
+        continue;
+      }
+      YAML::Node copy = YAML::Clone(entry);
+      if (entry["auth"]) {
+        std::optional<YAML::Node> auth = Auth(entry["auth"], key + ".auth");
+        if (!auth) {
+          ok = false;
+          continue;
+        }
+        copy["auth"] = *auth;
+      }
+      out.push_back(copy);
+    }
+    if (!ok) return std::nullopt;
+    return out;
+  }
+
+  std::optional<YAML::Node> ConvertRoot(const YAML::Node& root) {
+    if (root.IsNull()) {
+      Error("", "empty: expected a map with sealos, registries, ...");
+      return std::nullopt;
+    }
+    if (!root.IsMap()) {
+      Error("", "expected a map of settings at the top level");
+      return std::nullopt;
+    }
+    YAML::Node out(YAML::NodeType::Map);
+    std::set<std::string> seen;
+    size_t errors = result_->errors.size();
+    for (const auto& item : root) {
+      if (!item.first.IsScalar()) {
+        Error("", "a key is not a name");
+        continue;
+      }
+      std::string key = item.first.Scalar();
+      if (!seen.insert(key).second) {
+        Error(key, "appears more than once");
+        continue;
+      }
+      const YAML::Node& value = item.second;
+      if (key == "version") {
+        if (!value.IsScalar() || value.Scalar() != "v1") {
+          Error(key, "only \"v1\" is understood");
+        }
+      } else if (key == "sealos") {
+        if (value.IsNull()) continue;
+        if (!value.IsMap()) {
+          Error(key, "expected a map with address and auth");
+          continue;
+        }
+        for (const auto& field : value) {
+          std::string name = field.first.IsScalar() ? field.first.Scalar() : "";
+          if (name == "address") {
+            out["address"] = YAML::Clone(field.second);
+          } else if (name == "auth") {
+            if (std::optional<YAML::Node> auth = Auth(field.second, "sealos.auth")) {
+              out["auth"] = *auth;
+            }
+          } else {
+            Warn("sealos." + (name.empty() ? "?" : name),
+                 "unknown key, ignored (known keys: address, auth)");
+          }
+        }
+      } else if (key == "registries") {
+        if (std::optional<YAML::Node> list = Registries(value)) out["registries"] = *list;
+      } else if (key == "auth") {
+        if (std::optional<YAML::Node> auth = Auth(value, "auth")) out["auth"] = *auth;
+      } else if (Contains(kCopiedKeys, key)) {
+        out[key] = YAML::Clone(value);
+      } else if (Contains(kNodeKeys, key)) {
+        Warn(key, "belongs to the node's own file and is never taken from the ConfigMap; ignored");
+      } else {
+        Warn(key,
+             "unknown key, ignored (known keys: version, sealos, registries, reloadInterval, "
+             "force, debug, timeout, fallbackToOrigin)");
+      }
+    }
+    if (seen.count("sealos") && seen.count("address")) {
+      Error("address",
+            "give the primary registry either as sealos.address or as address, not both");
+    }
+    if (result_->errors.size() != errors) return std::nullopt;
+    return out;
+  }
+
+  std::string source_;
+  MergeResult* result_;
+};
+
+}  // namespace
+
+MergeResult MergeConfigMap(const std::string& local_text, const std::string& local_source,
+                           const std::string& payload, const std::string& source) {
+  MergeResult result;
+  std::optional<YAML::Node> converted = PayloadConverter(source, &result).Convert(payload);
+  if (!converted) return result;
+
+  YAML::Node local;
+  try {
+    local = YAML::Load(local_text);
+  } catch (const std::exception& e) {
+    result.errors.push_back(local_source +
+                            ": cannot merge the ConfigMap into it: the file is not "
+                            "valid YAML");
+    return result;
+  }
+  if (!local.IsNull() && !local.IsMap()) {
+    result.errors.push_back(local_source +
+                            ": cannot merge the ConfigMap into it: not a map of settings");
+    return result;
+  }
+  try {
+    YAML::Node merged = local.IsNull() ? YAML::Node(YAML::NodeType::Map) : YAML::Clone(local);
+    // Credentials belong to one registry: a new primary address without auth is anonymous.
+    if (converted->IsMap() && (*converted)["address"] && !(*converted)["auth"]) {
+      const YAML::Node& view = merged;  // const: a lookup must not add the key
+      YAML::Node old_address = view["address"];
+      YAML::Node new_address = (*converted)["address"];
+      bool same = old_address && old_address.IsScalar() && new_address.IsScalar() &&
+                  old_address.Scalar() == new_address.Scalar();
+      if (!same && view["auth"]) merged["auth"] = "";
+    }
+    for (const auto& item : *converted) merged[item.first.Scalar()] = item.second;
+    result.text = Emit(merged);
+    result.changed = result.text != (local.IsNull() ? std::string("\n") : Emit(local));
+  } catch (const std::exception& e) {
+    result.errors.push_back(source + ": cannot merge: " + e.what());
+    return result;
+  }
+  result.loaded = ParseConfig(result.text, source + " merged into " + local_source);
+  for (const auto& e : result.loaded.errors) result.errors.push_back(e);
+  for (const auto& w : result.loaded.warnings) result.warnings.push_back(w);
+  return result;
+}
+
+}  // namespace shim::config
