@@ -14,6 +14,7 @@ struct Credentials {
   std::string username;
   std::string password;  // never logged, never printed: see Masked()
   bool empty() const { return username.empty() && password.empty(); }
+  bool operator==(const Credentials&) const = default;
 };
 
 // One registry the shim may send pulls to.
@@ -29,6 +30,7 @@ struct Registry {
   std::vector<std::string> prefixes;
   std::string ca_file;                // extra CA for probing this registry ("" = system store)
   bool insecure_skip_verify = false;  // probing only; warned about at start
+  bool operator==(const Registry&) const = default;
 };
 
 struct KubeSync {
@@ -36,14 +38,16 @@ struct KubeSync {
   std::string namespace_ = "kube-system";
   std::string name = "image-cri-shim";
   std::string key = "registries.yaml";
+  bool operator==(const KubeSync&) const = default;
 };
 
 struct Metrics {
   std::string address = "127.0.0.1:10258";  // "" = off
+  bool operator==(const Metrics&) const = default;
 };
 
 struct Config {
-  std::string shim_socket = "/var/run/image-cri-shim.sock";   // `shim`
+  std::string shim_socket = "/var/run/image-cri-shim.sock";    // `shim`
   std::string cri_socket = "/run/containerd/containerd.sock";  // `cri`
   // registries[0] is `address` (the primary), then `registries` in configuration order.
   std::vector<Registry> registries;
@@ -54,6 +58,8 @@ struct Config {
   std::chrono::milliseconds reload_interval = std::chrono::seconds(30);  // re-read sources
   KubeSync kube;
   Metrics metrics;
+  // Every field: a reload that changes nothing can be told from one that does.
+  bool operator==(const Config&) const = default;
 };
 
 using ConfigPtr = std::shared_ptr<const Config>;

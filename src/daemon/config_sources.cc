@@ -107,10 +107,16 @@ class ConfigSources::Worker {
           "reloadInterval and on SIGHUP only dir={} error=\"{}\"",
           directory_, std::strerror(errno));
     }
-    // The daemon loaded the file just before: that content is in force.
+    // The daemon loaded the file just before; if it changed since, that change is a reload.
     std::string error;
-    last_text_ = ReadText(path_, &error).value_or("");
+    std::optional<std::string> text = ReadText(path_, &error);
+    config::LoadResult loaded = config::ParseConfig(text.value_or(""), path_);
     next_interval_ = Clock::now() + running_->reload_interval;
+    if (text && loaded.ok() && *loaded.config == *running_) {
+      last_text_ = *text;
+    } else {
+      Reload(ReloadSource::kFile);
+    }
     SetUpKube();
 
     while (!owner_.stopping_) {

@@ -42,7 +42,7 @@ struct ConfigSourceStats {
 };
 
 struct ConfigSourcesOptions {
-  std::string config_path;
+  std::string config_path = {};
   bool force_debug = false;  // --debug: debug logging whatever the file says
   // Called on the sources' thread after a reload asked for by RequestReload() finished (ok or
   // not): the daemon tells systemd it is ready again.

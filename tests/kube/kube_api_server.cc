@@ -1,0 +1,406 @@
+#include "kube_api_server.h"
+
+#include <httplib.h>
+
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+
+#include "subprocess.h"
+#include "test_util.h"
+
+namespace shim::testing {
+namespace {
+
+using Json = nlohmann::json;
+using namespace std::chrono_literals;
+
+std::string StatusJson(int code, const std::string& reason, const std::string& message) {
+  return Json{{"kind", "Status"},    {"apiVersion", "v1"}, {"metadata", Json::object()},
+              {"status", "Failure"}, {"message", message}, {"reason", reason},
+              {"code", code}}
+      .dump();
+}
+
+}  // namespace
+
+std::string Base64(const std::string& data) {
+  static const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  size_t i = 0;
+  for (; i + 2 < data.size(); i += 3) {
+    unsigned n = (static_cast<unsigned char>(data[i]) << 16) |
+                 (static_cast<unsigned char>(data[i + 1]) << 8) |
+                 static_cast<unsigned char>(data[i + 2]);
+    for (int shift : {18, 12, 6, 0}) out += kAlphabet[(n >> shift) & 63];
+  }
+  if (i < data.size()) {
+    unsigned n = static_cast<unsigned char>(data[i]) << 16;
+    if (i + 1 < data.size()) n |= static_cast<unsigned char>(data[i + 1]) << 8;
+    out += kAlphabet[(n >> 18) & 63];
+    out += kAlphabet[(n >> 12) & 63];
+    out += i + 1 < data.size() ? kAlphabet[(n >> 6) & 63] : '=';
+    out += '=';
+  }
+  return out;
+}
+
+std::string MakeKubeconfig(const std::string& server, const std::string& ca_pem,
+                           const std::string& token, const std::string& extra_user_yaml) {
+  std::string out =
+      "apiVersion: v1\n"
+      "kind: Config\n"
+      "clusters:\n"
+      "- name: test\n"
+      "  cluster:\n"
+      "    server: " +
+      server + "\n" +
+      (ca_pem.empty() ? "" : "    certificate-authority-data: " + Base64(ca_pem) + "\n") +
+      "users:\n"
+      "- name: node\n"
+      "  user:\n" +
+      (token.empty() ? "" : "    token: " + token + "\n") + extra_user_yaml +
+      (token.empty() && extra_user_yaml.empty() ? "    {}\n" : "") +
+      "contexts:\n"
+      "- name: test\n"
+      "  context: {cluster: test, user: node}\n"
+      "current-context: test\n";
+  return out;
+}
+
+TestPki MakeTestPki(const std::string& dir) {
+  TestPki pki{dir + "/ca.crt",
+              dir + "/ca.key",
+              dir + "/server.crt",
+              dir + "/server.key",
+              dir + "/client.crt",
+              dir + "/client.key",
+              ""};
+  auto ec_key = std::vector<std::string>{"-newkey", "ec", "-pkeyopt",
+                                         "ec_paramgen_curve:prime256v1", "-nodes"};
+  std::vector<std::string> ca = {"openssl", "req", "-x509"};
+  ca.insert(ca.end(), ec_key.begin(), ec_key.end());
+  ca.insert(ca.end(),
+            {"-days", "2", "-subj", "/CN=kube test CA", "-addext",
+             "basicConstraints=critical,CA:TRUE", "-addext",
+             "keyUsage=critical,keyCertSign,cRLSign", "-keyout", pki.ca_key, "-out", pki.ca_cert});
+  RunOrThrow(ca);
+  auto issue = [&](const std::string& cert, const std::string& key, const std::string& cn,
+                   const std::string& extensions) {
+    std::string csr = cert + ".csr";
+    std::string ext = cert + ".ext";
+    WriteFile(ext, extensions);
+    std::vector<std::string> req = {"openssl", "req", "-new"};
+    req.insert(req.end(), ec_key.begin(), ec_key.end());
+    req.insert(req.end(), {"-subj", "/CN=" + cn, "-keyout", key, "-out", csr});
+    RunOrThrow(req);
+    RunOrThrow({"openssl", "x509", "-req", "-in", csr, "-CA", pki.ca_cert, "-CAkey", pki.ca_key,
+                "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", cert});
+  };
+  issue(pki.server_cert, pki.server_key, "127.0.0.1",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
+  issue(pki.client_cert, pki.client_key, "system:node:test", "extendedKeyUsage=clientAuth\n");
+  pki.ca_pem = ReadFile(pki.ca_cert);
+  return pki;
+}
+
+KubeApiServer::KubeApiServer(KubeApiServerOptions options) : options_(std::move(options)) {
+  if (options_.port == 0) options_.port = FreeLoopbackPort();
+}
+
+KubeApiServer::~KubeApiServer() {
+  Stop();
+}
+
+std::string KubeApiServer::Url() const {
+  return "https://127.0.0.1:" + std::to_string(port());
+}
+
+void KubeApiServer::Start() {
+  if (server_) throw std::runtime_error("KubeApiServer: already running");
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = false;
+  }
+  server_ = options_.client_ca_path.empty()
+                ? std::make_unique<httplib::SSLServer>(options_.cert_path.c_str(),
+                                                       options_.key_path.c_str())
+                : std::make_unique<httplib::SSLServer>(options_.cert_path.c_str(),
+                                                       options_.key_path.c_str(),
+                                                       options_.client_ca_path.c_str());
+  if (!server_->is_valid()) {
+    server_.reset();
+    throw std::runtime_error("KubeApiServer: cannot load the certificate " + options_.cert_path);
+  }
+  server_->set_keep_alive_max_count(100);
+  auto handler = [this](const httplib::Request& req, httplib::Response& res) { Handle(req, res); };
+  server_->Get(R"(/api/v1/namespaces/([^/]+)/configmaps(/[^/]+)?)", handler);
+  if (!server_->bind_to_port("127.0.0.1", options_.port)) {
+    server_.reset();
+    throw std::runtime_error("KubeApiServer: cannot listen on 127.0.0.1:" +
+                             std::to_string(options_.port));
+  }
+  thread_ = std::thread([this] { server_->listen_after_bind(); });
+  // httplib's stop() does nothing before the accept loop runs: a Stop() right after Start()
+  // would otherwise hang.
+  if (!WaitUntil([this] { return server_->is_running(); }, std::chrono::seconds(10), 1ms)) {
+    throw std::runtime_error("KubeApiServer: the accept loop did not start");
+  }
+}
+
+void KubeApiServer::Stop() {
+  if (!server_) return;
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  changed_.notify_all();
+  server_->stop();
+  if (thread_.joinable()) thread_.join();
+  server_.reset();
+}
+
+bool KubeApiServer::Running() const {
+  return server_ != nullptr;
+}
+
+std::string KubeApiServer::ObjectJson() const {
+  Json object = {{"apiVersion", "v1"},
+                 {"kind", "ConfigMap"},
+                 {"metadata",
+                  {{"name", options_.name},
+                   {"namespace", options_.namespace_},
+                   {"uid", "4f1a8c2e-0000-4000-8000-000000000001"},
+                   {"resourceVersion", std::to_string(object_rv_)}}}};
+  if (data_) object["data"] = *data_;
+  return object.dump();
+}
+
+void KubeApiServer::Publish(const std::string& type, std::string object) {
+  events_.push_back(Event{object_rv_, type, std::move(object)});
+  changed_.notify_all();
+}
+
+std::string KubeApiServer::SetData(const std::map<std::string, std::string>& data) {
+  std::lock_guard lock(mutex_);
+  bool existed = data_.has_value();
+  data_ = data;
+  object_rv_ = next_rv_++;
+  Publish(existed ? "MODIFIED" : "ADDED", ObjectJson());
+  return std::to_string(object_rv_);
+}
+
+void KubeApiServer::Delete() {
+  std::lock_guard lock(mutex_);
+  if (!data_) return;
+  object_rv_ = next_rv_++;
+  std::string last = ObjectJson();
+  data_.reset();
+  Publish("DELETED", last);
+}
+
+std::string KubeApiServer::ResourceVersion() const {
+  std::lock_guard lock(mutex_);
+  return std::to_string(object_rv_);
+}
+
+void KubeApiServer::SetAuthFailure(int status) {
+  std::lock_guard lock(mutex_);
+  auth_failure_ = status;
+}
+
+void KubeApiServer::Compact() {
+  std::lock_guard lock(mutex_);
+  events_.clear();
+  compacted_rv_ = next_rv_;
+  // Keeps resourceVersions moving past the compaction, as etcd's revision does.
+  next_rv_ += 10;
+}
+
+void KubeApiServer::DropWatches() {
+  {
+    std::lock_guard lock(mutex_);
+    ++drop_generation_;
+  }
+  changed_.notify_all();
+}
+
+KubeApiServer::Counts KubeApiServer::counts() const {
+  std::lock_guard lock(mutex_);
+  return counts_;
+}
+
+std::vector<std::string> KubeApiServer::RequestLog() const {
+  std::lock_guard lock(mutex_);
+  return log_;
+}
+
+std::vector<std::string> KubeApiServer::AuthorizationHeaders() const {
+  std::lock_guard lock(mutex_);
+  return authorizations_;
+}
+
+int KubeApiServer::OpenWatches() const {
+  std::lock_guard lock(mutex_);
+  return open_watches_;
+}
+
+bool KubeApiServer::WaitForOpenWatches(int n, std::chrono::milliseconds timeout) const {
+  std::unique_lock lock(mutex_);
+  return changed_.wait_for(lock, timeout, [&] { return open_watches_ >= n; });
+}
+
+bool KubeApiServer::WaitForRequests(int n, std::chrono::milliseconds timeout) const {
+  std::unique_lock lock(mutex_);
+  return changed_.wait_for(lock, timeout, [&] { return counts_.total >= n; });
+}
+
+bool KubeApiServer::Authorized(const httplib::Request& req, httplib::Response& res) {
+  std::string header = req.get_header_value("Authorization");
+  authorizations_.push_back(header);
+  int failure = auth_failure_;
+  // With a client CA, TLS already demanded a certificate signed by it: that is the identity.
+  bool ok = !options_.client_ca_path.empty() || header == "Bearer " + options_.token;
+  if (failure == 0 && !ok) failure = 401;
+  if (failure == 0) return true;
+  ++counts_.unauthorized;
+  res.status = failure;
+  res.set_content(failure == 401
+                      ? StatusJson(401, "Unauthorized", "Unauthorized")
+                      : StatusJson(403, "Forbidden",
+                                   "configmaps \"" + options_.name +
+                                       "\" is forbidden: User \"system:node:test\" cannot get "
+                                       "resource \"configmaps\" in API group \"\" in the "
+                                       "namespace \"" +
+                                       options_.namespace_ + "\""),
+                  "application/json");
+  return false;
+}
+
+void KubeApiServer::Handle(const httplib::Request& req, httplib::Response& res) {
+  std::string ns = req.matches[1];
+  std::string name = req.matches[2].length() > 0 ? req.matches[2].str().substr(1) : "";
+  bool watch = req.get_param_value("watch") == "1" || req.get_param_value("watch") == "true";
+  {
+    std::lock_guard lock(mutex_);
+    ++counts_.total;
+    std::string line = "GET " + req.path;
+    std::string query;
+    for (const auto& [key, value] : req.params)
+      query += (query.empty() ? "?" : "&") + key + "=" + value;
+    log_.push_back(line + query);
+    changed_.notify_all();
+    if (!Authorized(req, res)) return;
+    if (!name.empty()) {
+      ++counts_.gets;
+      if (ns != options_.namespace_ || name != options_.name || !data_) {
+        res.status = 404;
+        res.set_content(StatusJson(404, "NotFound", "configmaps \"" + name + "\" not found"),
+                        "application/json");
+        return;
+      }
+      res.set_content(ObjectJson(), "application/json");
+      return;
+    }
+    if (!watch) {
+      res.status = 400;
+      res.set_content(StatusJson(400, "BadRequest", "this test server only watches lists"),
+                      "application/json");
+      return;
+    }
+    ++counts_.watches;
+  }
+  HandleWatch(req, res);
+}
+
+void KubeApiServer::HandleWatch(const httplib::Request& req, httplib::Response& res) {
+  struct WatchState {
+    long long after_rv = 0;            // send events with rv > this
+    std::vector<std::string> pending;  // lines to send first
+    bool gone = false;
+    int generation = 0;
+    std::chrono::steady_clock::time_point deadline;
+    bool counted = false;
+    bool matches = true;  // fieldSelector names our object
+  };
+  auto state = std::make_shared<WatchState>();
+  std::string rv_text = req.get_param_value("resourceVersion");
+  std::string selector = req.get_param_value("fieldSelector");
+  long long timeout_seconds = 1800;
+  if (req.has_param("timeoutSeconds")) {
+    timeout_seconds = std::stoll(req.get_param_value("timeoutSeconds"));
+  }
+  state->deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_seconds);
+  {
+    std::lock_guard lock(mutex_);
+    state->generation = drop_generation_;
+    state->matches = req.matches[1] == options_.namespace_ &&
+                     (selector.empty() || selector == "metadata.name=" + options_.name);
+    if (rv_text.empty() || rv_text == "0") {
+      // "Most recent": the current object first, as a synthetic ADDED.
+      if (data_ && state->matches) {
+        state->pending.push_back(
+            Json{{"type", "ADDED"}, {"object", Json::parse(ObjectJson())}}.dump());
+      }
+      state->after_rv = object_rv_ > 0 ? object_rv_ : next_rv_ - 1;
+      state->after_rv = std::max(state->after_rv, next_rv_ - 1);
+    } else {
+      long long rv = std::stoll(rv_text);
+      if (rv < compacted_rv_) {
+        state->gone = true;
+        state->pending.push_back(
+            Json{{"type", "ERROR"},
+                 {"object", Json::parse(StatusJson(410, "Expired",
+                                                   "too old resource version: " + rv_text + " (" +
+                                                       std::to_string(compacted_rv_) + ")"))}}
+                .dump());
+      }
+      state->after_rv = rv;
+    }
+    ++open_watches_;
+    state->counted = true;
+    changed_.notify_all();
+  }
+  res.set_chunked_content_provider(
+      "application/json",
+      [this, state](size_t, httplib::DataSink& sink) {
+        std::unique_lock lock(mutex_);
+        auto flush = [&] {
+          for (const auto& line : state->pending) {
+            std::string text = line + "\n";
+            lock.unlock();
+            bool ok = sink.write(text.data(), text.size());
+            lock.lock();
+            if (!ok) return false;
+          }
+          state->pending.clear();
+          return true;
+        };
+        if (!flush()) return false;
+        if (state->gone) {
+          sink.done();
+          return true;
+        }
+        changed_.wait_for(lock, 50ms);
+        if (stopping_ || drop_generation_ != state->generation) return false;  // abrupt end
+        if (state->matches) {
+          for (const Event& event : events_) {
+            if (event.rv > state->after_rv) {
+              state->pending.push_back(
+                  Json{{"type", event.type}, {"object", Json::parse(event.object)}}.dump());
+              state->after_rv = event.rv;
+            }
+          }
+        }
+        if (!flush()) return false;
+        if (std::chrono::steady_clock::now() >= state->deadline) sink.done();
+        return true;
+      },
+      [this, state](bool) {
+        std::lock_guard lock(mutex_);
+        if (state->counted) --open_watches_;
+        state->counted = false;
+        changed_.notify_all();
+      });
+}
+
+}  // namespace shim::testing
