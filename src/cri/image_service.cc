@@ -23,6 +23,10 @@ std::string Seconds(std::chrono::steady_clock::duration d) {
   return fmt::format("{:.1f}s", std::chrono::duration<double>(d).count());
 }
 
+std::string Millis(std::chrono::steady_clock::duration d) {
+  return fmt::format("{:.1f}ms", std::chrono::duration<double, std::milli>(d).count());
+}
+
 // Runtime messages can be long; an aggregated error keeps each one readable.
 std::string Shorten(const std::string& text) {
   constexpr size_t kMax = 300;
@@ -38,6 +42,24 @@ void ApplyCredentials(pb::PullImageRequest& request, const image::Candidate& can
     request.mutable_auth()->set_username(candidate.credentials.username);
     request.mutable_auth()->set_password(candidate.credentials.password);
   }
+}
+
+const std::string kOriginLabel = "origin";
+
+std::string_view PullFailureLabel(PullFailure failure) {
+  switch (failure) {
+    case PullFailure::kImageAbsent:
+      return "image_absent";
+    case PullFailure::kRegistryDown:
+      return "registry_down";
+    case PullFailure::kAuthRejected:
+      return "credentials_rejected";
+    case PullFailure::kInvalidReference:
+      return "invalid_reference";
+    case PullFailure::kOther:
+      return "failed";
+  }
+  return "failed";
 }
 
 bool HasImage(const UnaryResult& answer) {
@@ -80,8 +102,9 @@ struct ImageService::Resolution {
   Resolved done;
 };
 
-ImageService::ImageService(ConfigSource config, registry::RegistryHealth* health)
-    : config_(std::move(config)), health_(health) {}
+ImageService::ImageService(ConfigSource config, registry::RegistryHealth* health,
+                           PullObserver* observer)
+    : config_(std::move(config)), health_(health), observer_(observer) {}
 ImageService::~ImageService() = default;
 
 bool ImageService::Intercepts(std::string_view path) const {
@@ -214,7 +237,9 @@ void ImageService::TryNextCandidate(std::shared_ptr<PullAttempt> attempt) {
         attempt->current = nullptr;
         if (attempt->done) return;
         auto took = std::chrono::steady_clock::now() - started;
+        const std::string& label = registry_address.empty() ? kOriginLabel : registry_address;
         if (answer.ok()) {
+          if (observer_ != nullptr) observer_->OnPullResult(label, "ok");
           if (health_ != nullptr && !registry_address.empty()) health_->MarkUp(registry_address);
           locations_.Remember(attempt->reference, candidate.image);
           spdlog::info("pull {} -> {} via {}: ok {}", attempt->requested, candidate.image,
@@ -227,6 +252,7 @@ void ImageService::TryNextCandidate(std::shared_ptr<PullAttempt> attempt) {
           return FinishPull(attempt, &answer, GrpcCode::kOk, "");
         }
         PullFailure failure = ClassifyPullFailure(answer.code, answer.message);
+        if (observer_ != nullptr) observer_->OnPullResult(label, PullFailureLabel(failure));
         spdlog::warn("pull {} -> {} via {}: {} after {} error=\"{}\"", attempt->requested,
                      candidate.image, candidate.registry, PullFailureName(failure),
                      Seconds(took), Shorten(answer.message));
@@ -250,6 +276,9 @@ void ImageService::TryNextCandidate(std::shared_ptr<PullAttempt> attempt) {
         attempt->failures.push_back(fmt::format("{} via {}: {} ({})", candidate.image,
                                                 candidate.registry, PullFailureName(failure),
                                                 Shorten(answer.message)));
+        if (observer_ != nullptr && attempt->next < attempt->candidates.size()) {
+          observer_->OnFailover();
+        }
         TryNextCandidate(attempt);
       });
 }
@@ -348,8 +377,17 @@ void ImageService::Status(std::shared_ptr<InterceptedCall> call, std::string_vie
         lookup.mutable_image()->set_image(name);
         return lookup.SerializeAsString();
       },
-      [call, requested](std::optional<std::string> stored, UnaryResult answer) {
-        spdlog::debug("status image={} stored_as={}", requested, stored.value_or("(absent)"));
+      [call, requested, start = std::chrono::steady_clock::now()](
+          std::optional<std::string> stored, UnaryResult answer) {
+        auto took = std::chrono::steady_clock::now() - start;
+        if (stored) {
+          spdlog::info("status {} -> {}: present {}", requested, *stored, Millis(took));
+        } else if (answer.ok()) {
+          spdlog::info("status {}: absent {}", requested, Millis(took));
+        } else {
+          spdlog::info("status {}: {} {} error=\"{}\"", requested, relay::GrpcCodeName(answer.code),
+                       Millis(took), Shorten(answer.message));
+        }
         call->Reply(answer);
       });
 }
@@ -383,22 +421,30 @@ void ImageService::Remove(std::shared_ptr<InterceptedCall> call, std::string_vie
 
 void ImageService::List(std::shared_ptr<InterceptedCall> call, std::string_view version,
                         std::string_view message, config::ConfigPtr config) {
-  auto request = std::make_shared<pb::ListImagesRequest>();
-  if (!request->ParseFromArray(message.data(), static_cast<int>(message.size()))) {
+  pb::ListImagesRequest request;
+  if (!request.ParseFromArray(message.data(), static_cast<int>(message.size()))) {
     return call->ReplyByRelaying();
   }
-  auto names = LookupNames(request->filter().image().image(), *config);
-  if (names.empty()) return call->ReplyByRelaying();  // no filter by name: nothing to resolve
-  std::string path = call->path();
+  const std::string& filter = request.filter().image().image();
+  if (filter.empty()) return call->ReplyByRelaying();  // the whole list is the runtime's
+  // containerd 1.6 ignores the filter and lists everything, so the shim answers a filtered
+  // list itself: the one image the name resolves to, or none.
+  auto names = image::LooksLikeImageId(filter) ? std::vector<std::string>{filter}
+                                                : LookupNames(filter, *config);
+  if (names.empty()) return call->ReplyByRelaying();
   Resolve(call, ImageServicePath(version, "ImageStatus"), std::move(names), PlainStatusRequest(),
-          [call, request, path](std::optional<std::string> stored, UnaryResult answer) {
-            if (!stored) {
-              if (!answer.ok()) return call->Reply(answer);
-              return call->ReplyByRelaying();
+          [call](std::optional<std::string> stored, UnaryResult answer) {
+            if (!answer.ok()) return call->Reply(answer);
+            pb::ListImagesResponse list;
+            if (stored) {
+              pb::ImageStatusResponse status;
+              auto message = answer.Message();
+              if (message &&
+                  status.ParseFromArray(message->data(), static_cast<int>(message->size()))) {
+                *list.add_images() = status.image();  // unknown fields travel with it
+              }
             }
-            request->mutable_filter()->mutable_image()->set_image(*stored);
-            call->CallRuntime(path, request->SerializeAsString(),
-                              [call](UnaryResult result) { call->Reply(result); });
+            call->ReplyMessage(list.SerializeAsString());
           });
 }
 

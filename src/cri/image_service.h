@@ -19,6 +19,7 @@
 
 #include "config/config.h"
 #include "cri/image_locations.h"
+#include "cri/pull_observer.h"
 #include "registry/health.h"
 #include "relay/intercepted_call.h"
 
@@ -29,7 +30,8 @@ class ImageService final : public relay::Interceptor {
   using ConfigSource = std::function<config::ConfigPtr()>;
 
   // `health` may be null (no failover ordering, no down marks); it must outlive the service.
-  ImageService(ConfigSource config, registry::RegistryHealth* health);
+  ImageService(ConfigSource config, registry::RegistryHealth* health,
+               PullObserver* observer = nullptr);
   ~ImageService() override;
 
   bool Intercepts(std::string_view path) const override;
@@ -74,6 +76,7 @@ class ImageService final : public relay::Interceptor {
 
   ConfigSource config_;
   registry::RegistryHealth* health_;
+  PullObserver* observer_;
   ImageLocations locations_;
   // Pulls under way, by image and caller credentials: a second identical pull joins the first.
   std::unordered_map<std::string, std::shared_ptr<PullAttempt>> pulls_;

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <future>
 #include <ostream>
 #include <thread>
 
@@ -22,7 +23,9 @@
 #include "cri/image_service.h"
 #include "cri_image.pb.h"
 #include "daemon/config_sources.h"
+#include "daemon/http_endpoint.h"
 #include "daemon/instance_lock.h"
+#include "daemon/metrics.h"
 #include "registry/health.h"
 #include "registry/prober.h"
 #include "relay/event_loop.h"
@@ -90,6 +93,91 @@ void LogConfig(const config::Config& config) {
   }
 }
 
+// Registry health and configuration state, rendered from their owners at scrape time.
+void AddStateCollectors(Metrics& metrics, const config::ConfigStore& store,
+                        const registry::RegistryHealth& health, const ConfigSources& sources) {
+  metrics.AddCollector([&store, &health](std::string& out) {
+    out += "# HELP image_cri_shim_registry_up 1 unless pulls found the registry down and no "
+           "probe has seen it answer since.\n# TYPE image_cri_shim_registry_up gauge\n";
+    for (const auto& r : store.Get()->registries) {
+      out += fmt::format("image_cri_shim_registry_up{{registry=\"{}\"}} {}\n", r.address,
+                         health.IsDown(r.address) ? 0 : 1);
+    }
+  });
+  metrics.AddCollector([&sources](std::string& out) {
+    ConfigSourceStats stats = sources.stats();
+    out += "# HELP image_cri_shim_config_reloads_total Configuration reloads, by source and "
+           "result (failed: rejected, the previous one kept serving).\n"
+           "# TYPE image_cri_shim_config_reloads_total counter\n";
+    for (size_t i = 0; i < kReloadSourceCount; ++i) {
+      const char* source = ReloadSourceName(static_cast<ReloadSource>(i));
+      out += fmt::format(
+          "image_cri_shim_config_reloads_total{{source=\"{}\",result=\"ok\"}} {}\n"
+          "image_cri_shim_config_reloads_total{{source=\"{}\",result=\"failed\"}} {}\n",
+          source, stats.reloads_ok[i], source, stats.reloads_failed[i]);
+    }
+    out += fmt::format(
+        "# HELP image_cri_shim_configmap_sync_state The ConfigMap sync's current state.\n"
+        "# TYPE image_cri_shim_configmap_sync_state gauge\n"
+        "image_cri_shim_configmap_sync_state{{state=\"{}\"}} 1\n",
+        stats.sync_state);
+    auto seconds = [](std::chrono::system_clock::time_point t) {
+      return std::chrono::duration<double>(t.time_since_epoch()).count();
+    };
+    if (stats.last_sync_ok) {
+      out += fmt::format(
+          "# HELP image_cri_shim_configmap_last_sync_timestamp_seconds When the ConfigMap was "
+          "last read or watched successfully.\n"
+          "# TYPE image_cri_shim_configmap_last_sync_timestamp_seconds gauge\n"
+          "image_cri_shim_configmap_last_sync_timestamp_seconds {:.3f}\n",
+          seconds(*stats.last_sync_ok));
+    }
+    if (stats.last_reload_ok) {
+      out += fmt::format(
+          "# HELP image_cri_shim_config_last_reload_timestamp_seconds When a new configuration "
+          "last took effect.\n# TYPE image_cri_shim_config_last_reload_timestamp_seconds gauge\n"
+          "image_cri_shim_config_last_reload_timestamp_seconds {:.3f}\n",
+          seconds(*stats.last_reload_ok));
+    }
+  });
+}
+
+// Whether the runtime's socket takes connections, refreshed on the loop every few seconds (a
+// unix connect, no call), for the runtime_reachable gauge.
+void WatchRuntime(relay::EventLoop& loop, relay::RelayServer& server, Metrics& metrics) {
+  auto check = std::make_shared<std::function<void()>>();
+  *check = [&loop, &server, &metrics, weak = std::weak_ptr(check)] {
+    std::string error;
+    metrics.SetRuntimeReachable(server.upstream().Get(&error) != nullptr);
+    if (auto again = weak.lock()) loop.AddTimer(5s, [again] { (*again)(); });
+  };
+  loop.AddTimer(0ms, [check] { (*check)(); });
+}
+
+// /readyz: asks the runtime for its Version through the loop and waits for the answer. Runs on
+// the endpoint's thread.
+bool RuntimeAnswers(relay::EventLoop& loop, relay::RelayServer& server, std::string* why) {
+  auto answer = std::make_shared<std::promise<relay::UnaryResult>>();
+  auto future = answer->get_future();
+  loop.Post([&loop, &server, answer] {
+    imagecrishim::cri::VersionRequest request;
+    relay::UnaryCall::Start(loop, server.upstream(),
+                            relay::UnaryCall::OwnHeaders("/runtime.v1.RuntimeService/Version"),
+                            relay::FrameMessage(request.SerializeAsString()),
+                            [answer](relay::UnaryResult r) { answer->set_value(std::move(r)); });
+  });
+  if (future.wait_for(3s) != std::future_status::ready) {
+    *why = "the runtime did not answer Version within 3s";
+    return false;
+  }
+  relay::UnaryResult result = future.get();
+  if (!result.answered) {
+    *why = result.message;
+    return false;
+  }
+  return true;  // any gRPC status means the runtime is there and serving
+}
+
 }  // namespace
 
 int Run(const Options& options) {
@@ -152,8 +240,9 @@ int Run(const Options& options) {
   });
   registry::Prober prober(health, store);
   prober.Start();
-  cri::ImageService images([&store] { return store.Get(); }, &health);
-  relay::RelayServer server(loop, config.cri_socket, &images);
+  Metrics metrics;
+  cri::ImageService images([&store] { return store.Get(); }, &health, &metrics);
+  relay::RelayServer server(loop, config.cri_socket, &images, &metrics);
   server.Serve(*listen_fd);
   std::string error;
   if (server.upstream().Get(&error) == nullptr) {
@@ -167,6 +256,21 @@ int Run(const Options& options) {
                          .on_requested_reload_done =
                              [&loop] { loop.Post([] { sd_notify(0, "READY=1"); }); }},
                         store);
+  AddStateCollectors(metrics, store, health, sources);
+  WatchRuntime(loop, server, metrics);
+  HttpEndpoint endpoint;
+  if (!config.metrics.address.empty()) {
+    Status s = endpoint.Start(config.metrics.address,
+                              {.metrics = [&metrics] { return metrics.Render(); },
+                               .ready = [&](std::string* why) {
+                                 return RuntimeAnswers(loop, server, why);
+                               }});
+    if (s.ok()) {
+      spdlog::info("metrics and health endpoint address=http://{}", config.metrics.address);
+    } else {
+      spdlog::error("{}; serving CRI without it", s.message());
+    }
+  }
   int sfd = signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC);
   bool stopping = false;
   loop.Add(sfd, EPOLLIN, [&](uint32_t) {
@@ -196,6 +300,7 @@ int Run(const Options& options) {
 
   loop.Remove(sfd);
   close(sfd);
+  endpoint.Stop();
   prober.Stop();
   sources.Stop();
   unlink(config.shim_socket.c_str());

@@ -1,18 +1,24 @@
 #include "relay/intercepted_call.h"
 
+#include <cstdlib>
+
 #include <spdlog/spdlog.h>
 
 namespace shim::relay {
 
 InterceptedCall::InterceptedCall(EventLoop& loop, DownstreamConnection& down, int32_t down_id,
-                                 Headers headers, UpstreamPool& pool, Interceptor& interceptor)
+                                 Headers headers, UpstreamPool& pool, Interceptor& interceptor,
+                                 CallObserver* observer)
     : loop_(loop),
       down_(&down),
       down_id_(down_id),
       headers_(std::move(headers)),
       path_(*FindHeader(headers_, ":path")),
       pool_(pool),
-      interceptor_(interceptor) {}
+      interceptor_(interceptor),
+      observer_(observer) {
+  if (observer_ != nullptr) method_ = observer_->MethodId(path_);
+}
 
 void InterceptedCall::OnRequestData(const uint8_t* data, size_t n) {
   // Reassembled whole, so credit goes back at once; the 16 MiB limit bounds it.
@@ -39,6 +45,10 @@ void InterceptedCall::OnDownstreamClosed(uint32_t error_code) {
   down_ = nullptr;
   if (!finished_ && error_code != NGHTTP2_NO_ERROR) {
     cancelled_ = true;
+    if (observer_ != nullptr) {
+      observer_->OnCallFinished(method_, static_cast<int>(GrpcCode::kCancelled),
+                                std::chrono::steady_clock::now() - start_);
+    }
     CancelRuntimeCalls();
     if (auto hook = std::move(cancel_hook_)) hook();
   }
@@ -94,11 +104,20 @@ void InterceptedCall::ReplyError(GrpcCode code, const std::string& message) {
   Send({}, {}, TrailersOnly(code, message));
 }
 
+void InterceptedCall::ReplyMessage(std::string message) {
+  Send(ResponseHeaders(), FrameMessage(message), StatusTrailers(GrpcCode::kOk, ""));
+}
+
 void InterceptedCall::Send(Headers headers, std::string body, Headers trailers) {
   if (finished()) return;
   finished_ = true;
   runtime_calls_.clear();
   cancel_hook_ = nullptr;
+  if (observer_ != nullptr) {
+    const std::string* status = FindHeader(trailers, "grpc-status");
+    observer_->OnCallFinished(method_, status ? std::atoi(status->c_str()) : CallObserver::kCallReset,
+                              std::chrono::steady_clock::now() - start_);
+  }
   if (down_ == nullptr) return;
   if (headers.empty()) {  // trailers-only
     down_->SubmitResponse(down_id_, trailers, true);

@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "relay/call_observer.h"
 #include "relay/downstream.h"
 #include "relay/event_loop.h"
 #include "relay/unary_call.h"
@@ -36,7 +37,7 @@ class InterceptedCall final : public ServerStream,
   using Done = UnaryCall::Done;
 
   InterceptedCall(EventLoop& loop, DownstreamConnection& down, int32_t down_id, Headers headers,
-                  UpstreamPool& pool, Interceptor& interceptor);
+                  UpstreamPool& pool, Interceptor& interceptor, CallObserver* observer);
 
   const Headers& request_headers() const { return headers_; }
   const std::string& path() const { return path_; }
@@ -62,6 +63,8 @@ class InterceptedCall final : public ServerStream,
   // Ends the call with the runtime's original method and the request as it came.
   void ReplyByRelaying();
   void ReplyError(GrpcCode code, const std::string& message);
+  // Ends the call OK with a message of the shim's own making.
+  void ReplyMessage(std::string message);
 
   // ServerStream
   void OnRequestData(const uint8_t* data, size_t n) override;
@@ -86,6 +89,9 @@ class InterceptedCall final : public ServerStream,
   bool finished_ = false;
   std::vector<std::weak_ptr<UnaryCall>> runtime_calls_;
   std::function<void()> cancel_hook_;
+  CallObserver* observer_;
+  int method_ = 0;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 
   std::string response_body_;
   size_t response_sent_ = 0;

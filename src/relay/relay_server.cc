@@ -14,8 +14,12 @@
 
 namespace shim::relay {
 
-RelayServer::RelayServer(EventLoop& loop, std::string runtime_socket, Interceptor* interceptor)
-    : loop_(loop), pool_(loop, std::move(runtime_socket)), interceptor_(interceptor) {}
+RelayServer::RelayServer(EventLoop& loop, std::string runtime_socket, Interceptor* interceptor,
+                         CallObserver* observer)
+    : loop_(loop),
+      pool_(loop, std::move(runtime_socket)),
+      interceptor_(interceptor),
+      observer_(observer) {}
 
 RelayServer::~RelayServer() {
   if (listen_fd_ >= 0) loop_.Remove(listen_fd_);
@@ -51,12 +55,12 @@ std::shared_ptr<ServerStream> RelayServer::NewStream(DownstreamConnection& down,
   const std::string& path = *FindHeader(headers, ":path");
   if (interceptor_ != nullptr && interceptor_->Intercepts(path)) {
     auto call = std::make_shared<InterceptedCall>(loop_, down, id, std::move(headers), pool_,
-                                                  *interceptor_);
+                                                  *interceptor_, observer_);
     if (end_stream) call->OnRequestEnd();
     return call;
   }
   spdlog::debug("relay path={}", path);
-  return RelayedCall::Start(down, id, headers, end_stream, pool_);
+  return RelayedCall::Start(down, id, headers, end_stream, pool_, observer_);
 }
 
 void RelayServer::Drop(Http2Connection* connection) {

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "relay/call_observer.h"
 #include "relay/downstream.h"
 #include "relay/intercepted_call.h"
 #include "relay/upstream.h"
@@ -17,8 +18,10 @@ namespace shim::relay {
 
 class RelayServer {
  public:
-  // `interceptor` may be null (relay everything) and must outlive the server.
-  RelayServer(EventLoop& loop, std::string runtime_socket, Interceptor* interceptor);
+  // `interceptor` may be null (relay everything) and must outlive the server; so must
+  // `observer`, which may be null too.
+  RelayServer(EventLoop& loop, std::string runtime_socket, Interceptor* interceptor,
+              CallObserver* observer = nullptr);
   ~RelayServer();
 
   // Serves connections accepted on `listen_fd` (bound, listening, non-blocking; the server
@@ -42,6 +45,7 @@ class RelayServer {
   EventLoop& loop_;
   UpstreamPool pool_;
   Interceptor* interceptor_;
+  CallObserver* observer_;
   int listen_fd_ = -1;
   std::vector<std::unique_ptr<DownstreamConnection>> connections_;
   uint64_t accepted_ = 0;

@@ -18,15 +18,21 @@ GrpcCode CodeForReset(uint32_t error_code) {
       return GrpcCode::kUnavailable;
   }
 }
+// The grpc-status of a header block, or kCallReset when it has none.
+int StatusOf(const Headers& headers) {
+  const std::string* status = FindHeader(headers, "grpc-status");
+  return status == nullptr ? CallObserver::kCallReset : std::atoi(status->c_str());
+}
 }  // namespace
 
 std::shared_ptr<ServerStream> RelayedCall::Start(DownstreamConnection& down, int32_t down_id,
                                                  const Headers& headers, bool end_stream,
-                                                 UpstreamPool& pool) {
+                                                 UpstreamPool& pool, CallObserver* observer) {
   std::string error;
   UpstreamConnection* up = pool.Get(&error);
   int32_t up_id = -1;
-  auto call = std::make_shared<RelayedCall>(down, down_id);
+  int method = observer != nullptr ? observer->MethodId(*FindHeader(headers, ":path")) : 0;
+  auto call = std::make_shared<RelayedCall>(down, down_id, observer, method);
   if (up != nullptr) {
     call->request_ended_ = end_stream;
     up_id = up->Submit(headers, call, end_stream);
@@ -35,6 +41,10 @@ std::shared_ptr<ServerStream> RelayedCall::Start(DownstreamConnection& down, int
   if (up == nullptr || up_id < 0) {
     spdlog::debug("relay refused path={} reason=\"{}\"", *FindHeader(headers, ":path"), error);
     down.SubmitResponse(down_id, TrailersOnly(GrpcCode::kUnavailable, error), true);
+    if (observer != nullptr) {
+      observer->OnCallFinished(method, static_cast<int>(GrpcCode::kUnavailable),
+                               std::chrono::nanoseconds(0));
+    }
     return nullptr;
   }
   call->up_ = up;
@@ -42,8 +52,9 @@ std::shared_ptr<ServerStream> RelayedCall::Start(DownstreamConnection& down, int
   return call;
 }
 
-RelayedCall::RelayedCall(DownstreamConnection& down, int32_t down_id)
-    : down_(&down), down_id_(down_id) {}
+RelayedCall::RelayedCall(DownstreamConnection& down, int32_t down_id, CallObserver* observer,
+                         int method)
+    : down_(&down), down_id_(down_id), observer_(observer), method_(method) {}
 
 void RelayedCall::OnRequestData(const uint8_t* data, size_t n) {
   request_unconsumed_ += n;
@@ -81,6 +92,7 @@ void RelayedCall::OnResponseHeaders(Headers headers, bool end_stream) {
   if (down_ == nullptr) return;
   response_started_ = true;
   response_ended_ = end_stream;
+  if (end_stream) code_ = StatusOf(headers);
   down_->SubmitResponse(down_id_, headers, end_stream);
 }
 
@@ -97,6 +109,7 @@ void RelayedCall::OnResponseData(const uint8_t* data, size_t n) {
 
 void RelayedCall::OnResponseTrailers(Headers trailers) {
   trailers_ = std::move(trailers);
+  code_ = StatusOf(trailers_);
   response_ended_ = true;
   if (down_ != nullptr) down_->Resume(down_id_);
 }
@@ -134,17 +147,26 @@ void RelayedCall::OnUpstreamClosed(uint32_t error_code, const std::string& reaso
     std::string message = reason.empty() ? "the runtime closed the call without an answer"
                                          : reason;
     response_started_ = response_ended_ = true;
+    code_ = static_cast<int>(CodeForReset(error_code));
     down_->SubmitResponse(down_id_, TrailersOnly(CodeForReset(error_code), message), true);
     return;
   }
   DownstreamConnection* down = down_;
   down_ = nullptr;
+  if (observer_ != nullptr) {
+    observer_->OnCallFinished(method_, CallObserver::kCallReset,
+                              std::chrono::steady_clock::now() - start_);
+  }
   if (request_unconsumed_ > 0) down->Consume(0, request_unconsumed_);
   request_unconsumed_ = 0;
   down->Cancel(down_id_, error_code == NGHTTP2_NO_ERROR ? uint32_t{NGHTTP2_INTERNAL_ERROR} : error_code);
 }
 
 void RelayedCall::OnDownstreamClosed(uint32_t error_code) {
+  if (observer_ != nullptr && down_ != nullptr) {
+    int code = error_code == NGHTTP2_NO_ERROR ? code_ : static_cast<int>(GrpcCode::kCancelled);
+    observer_->OnCallFinished(method_, code, std::chrono::steady_clock::now() - start_);
+  }
   DownstreamConnection* down = down_;
   down_ = nullptr;
   if (request_unconsumed_ > 0 && down != nullptr) down->Consume(0, request_unconsumed_);

@@ -6,9 +6,11 @@
 // Loop thread only.
 #pragma once
 
+#include <chrono>
 #include <memory>
 
 #include "relay/byte_queue.h"
+#include "relay/call_observer.h"
 #include "relay/downstream.h"
 #include "relay/upstream.h"
 
@@ -22,9 +24,9 @@ class RelayedCall final : public ServerStream,
   // call is answered UNAVAILABLE at once and nullptr is returned.
   static std::shared_ptr<ServerStream> Start(DownstreamConnection& down, int32_t down_id,
                                              const Headers& headers, bool end_stream,
-                                             UpstreamPool& pool);
+                                             UpstreamPool& pool, CallObserver* observer);
 
-  RelayedCall(DownstreamConnection& down, int32_t down_id);
+  RelayedCall(DownstreamConnection& down, int32_t down_id, CallObserver* observer, int method);
 
   // ServerStream
   void OnRequestData(const uint8_t* data, size_t n) override;
@@ -53,6 +55,11 @@ class RelayedCall final : public ServerStream,
   bool response_started_ = false;
   bool response_ended_ = false;
   Headers trailers_;
+
+  CallObserver* observer_;
+  int method_;
+  int code_ = CallObserver::kCallReset;  // the grpc-status sent to the caller
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 };
 
 }  // namespace shim::relay
