@@ -232,8 +232,10 @@ std::chrono::milliseconds ConfigMapSync::Watch() {
   if (response.aborted) return 0ms;
   if (gone || response.status == 410) {
     need_list_ = true;  // the resourceVersion was compacted away: read the object again
-    return 0ms;
+    // Gone again right after a fresh read: the server is confused; do not spin on it.
+    return ++gone_in_a_row_ > 1 ? Backoff() : 0ms;
   }
+  if (events > 0) gone_in_a_row_ = 0;
   if (broken) {
     SetState(SyncState::kError, problem);
     need_list_ = true;
@@ -249,7 +251,9 @@ std::chrono::milliseconds ConfigMapSync::Watch() {
     }
     return 0ms;
   }
-  need_list_ = true;
+  // No answer at all: resume from the same resourceVersion once the server is back (a 410 then
+  // says if it is too old). An HTTP error answer: read the object again.
+  if (response.status != 0) need_list_ = true;
   if (response.status == 401 || response.status == 403) {
     SetState(SyncState::kUnauthorized, "watch: HTTP " + std::to_string(response.status) + ": " +
                                            StatusMessage(response.body));

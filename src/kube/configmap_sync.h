@@ -83,6 +83,7 @@ class ConfigMapSync {
   std::optional<std::string> last_payload_;
   SyncState state_ = SyncState::kStarting;
   std::chrono::milliseconds backoff_{0};
+  int gone_in_a_row_ = 0;  // 410 answers without an event between them
 };
 
 // One read of the ConfigMap, for --dry-run: `state` says what was found (kSynced, kKeyAbsent,

@@ -211,9 +211,8 @@ void KubeApiServer::SetAuthFailure(int status) {
 void KubeApiServer::Compact() {
   std::lock_guard lock(mutex_);
   events_.clear();
-  compacted_rv_ = next_rv_;
-  // Keeps resourceVersions moving past the compaction, as etcd's revision does.
-  next_rv_ += 10;
+  // As etcd: history before the latest revision is gone; watching from it is still fine.
+  compacted_rv_ = next_rv_ - 1;
 }
 
 void KubeApiServer::DropWatches() {

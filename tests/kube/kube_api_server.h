@@ -65,7 +65,8 @@ class KubeApiServer {
 
   // 0: check the token as usual; 401 or 403: answer every request with it.
   void SetAuthFailure(int status);
-  // Forgets the event history: a watch from an older resourceVersion gets ERROR 410 (Gone).
+  // Forgets the event history: a watch from a resourceVersion older than the latest gets ERROR
+  // 410 (Gone).
   void Compact();
   // Breaks every open watch stream without a clean end (as a dropped connection does).
   void DropWatches();
