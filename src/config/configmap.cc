@@ -6,6 +6,8 @@
 #include <optional>
 #include <set>
 
+#include "image/reference.h"
+
 namespace shim::config {
 namespace {
 
@@ -20,6 +22,16 @@ bool Contains(const std::vector<std::string>& list, const std::string& item) {
   return std::find(list.begin(), list.end(), item) != list.end();
 }
 
+// A Secret name as Kubernetes accepts it (a DNS subdomain): lower-case letters, digits, '-' and
+// '.', starting and ending with a letter or digit, at most 253 characters.
+bool IsSecretName(const std::string& name) {
+  if (name.empty() || name.size() > 253) return false;
+  auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  if (!alnum(name.front()) || !alnum(name.back())) return false;
+  return std::all_of(name.begin(), name.end(),
+                     [&](char c) { return alnum(c) || c == '-' || c == '.'; });
+}
+
 std::string Emit(const YAML::Node& node) {
   YAML::Emitter out;
   out << node;
@@ -28,8 +40,8 @@ std::string Emit(const YAML::Node& node) {
 
 class PayloadConverter {
  public:
-  PayloadConverter(std::string source, MergeResult* result)
-      : source_(std::move(source)), result_(result) {}
+  PayloadConverter(std::string source, MergeResult* result, const SecretLookup& secrets)
+      : source_(std::move(source)), result_(result), secrets_(secrets) {}
 
   // The payload as a map in the local file's keys, or nullopt after reporting errors.
   std::optional<YAML::Node> Convert(const std::string& text) {
@@ -100,6 +112,54 @@ class PayloadConverter {
     return YAML::Node(username + ":" + password);
   }
 
+  // `authSecret` of one entry: the credentials its Secret holds for the entry's address, in the
+  // file form. nullopt: no override (keep the entry's `auth`, or none); errors are reported.
+  struct SecretResult {
+    bool failed = false;
+    std::optional<YAML::Node> auth;
+  };
+  SecretResult FromSecret(const YAML::Node& secret, const YAML::Node& address, bool has_auth,
+                          const std::string& key) {
+    SecretResult out;
+    std::string name = secret.IsScalar() ? secret.Scalar() : "";
+    if (!IsSecretName(name)) {
+      Error(key, "expected the name of a Secret (lower-case letters, digits, '-' and '.')");
+      out.failed = true;
+      return out;
+    }
+    std::string host = address && address.IsScalar() ? RegistryHostKey(address.Scalar()) : "";
+    if (host.empty()) {
+      Error(key, "needs a valid address in the same entry (the Secret's entry is found by host)");
+      out.failed = true;
+      return out;
+    }
+    if (!secrets_) {
+      Warn(key,
+           "Secret \"" + name + "\" is not read here; " +
+               (has_auth ? "the entry's auth is shown" : "the entry is shown without credentials"));
+      return out;
+    }
+    SecretAuth answer = secrets_(name, host);
+    if (answer.ok()) {
+      if (answer.username.empty() || answer.password.empty() ||
+          answer.username.find(':') != std::string::npos) {
+        Error(key, "Secret \"" + name + "\": the entry for " + host +
+                       " has an empty user name or password, or a ':' in the user name");
+        out.failed = true;
+        return out;
+      }
+      out.auth = YAML::Node(answer.username + ":" + answer.password);
+      return out;
+    }
+    if (has_auth) {
+      Warn(key, answer.problem + "; the entry's auth is used until the Secret supplies them");
+      return out;
+    }
+    Error(key, answer.problem);
+    out.failed = true;
+    return out;
+  }
+
   std::optional<YAML::Node> Registries(const YAML::Node& node) {
     if (node.IsNull()) return YAML::Node(YAML::NodeType::Sequence);
     if (!node.IsSequence()) {
@@ -124,6 +184,16 @@ class PayloadConverter {
           continue;
         }
         copy["auth"] = *auth;
+      }
+      if (entry["authSecret"]) {
+        copy.remove("authSecret");  // not a key of the local file
+        SecretResult secret = FromSecret(entry["authSecret"], entry["address"],
+                                         static_cast<bool>(entry["auth"]), key + ".authSecret");
+        if (secret.failed) {
+          ok = false;
+          continue;
+        }
+        if (secret.auth) copy["auth"] = *secret.auth;
       }
       out.push_back(copy);
     }
@@ -172,15 +242,24 @@ class PayloadConverter {
             if (std::optional<YAML::Node> auth = Auth(field.second, "sealos.auth")) {
               out["auth"] = *auth;
             }
+          } else if (name == "authSecret") {
+            continue;  // below, once the address is known
           } else {
             Warn("sealos." + (name.empty() ? "?" : name),
-                 "unknown key, ignored (known keys: address, auth)");
+                 "unknown key, ignored (known keys: address, auth, authSecret)");
           }
+        }
+        if (value["authSecret"]) {
+          SecretResult secret = FromSecret(value["authSecret"], value["address"],
+                                           static_cast<bool>(value["auth"]), "sealos.authSecret");
+          if (secret.auth) out["auth"] = *secret.auth;
         }
       } else if (key == "registries") {
         if (std::optional<YAML::Node> list = Registries(value)) out["registries"] = *list;
       } else if (key == "auth") {
         if (std::optional<YAML::Node> auth = Auth(value, "auth")) out["auth"] = *auth;
+      } else if (key == "authSecret") {
+        continue;  // below, once the address is known
       } else if (Contains(kCopiedKeys, key)) {
         out[key] = YAML::Clone(value);
       } else if (Contains(kNodeKeys, key)) {
@@ -190,6 +269,12 @@ class PayloadConverter {
              "unknown key, ignored (known keys: version, sealos, registries, reloadInterval, "
              "force, debug, timeout, fallbackToOrigin)");
       }
+    }
+    if (root["authSecret"]) {
+      // Settles after `auth` whatever the order of the keys: the Secret wins when it answers.
+      SecretResult secret = FromSecret(root["authSecret"], root["address"],
+                                       static_cast<bool>(root["auth"]), "authSecret");
+      if (secret.auth) out["auth"] = *secret.auth;
     }
     if (seen.count("sealos") && seen.count("address")) {
       Error("address",
@@ -201,14 +286,56 @@ class PayloadConverter {
 
   std::string source_;
   MergeResult* result_;
+  const SecretLookup& secrets_;
 };
 
 }  // namespace
 
+std::string RegistryHostKey(const std::string& text) {
+  std::string lower = text;
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  std::string scheme = "https";
+  std::string rest = lower;
+  if (size_t sep = lower.find("://"); sep != std::string::npos) {
+    scheme = lower.substr(0, sep);
+    rest = lower.substr(sep + 3);
+  }
+  std::string host = rest.substr(0, rest.find('/'));
+  std::string default_port = scheme == "http" ? ":80" : ":443";
+  if (host.ends_with(default_port)) host.resize(host.size() - default_port.size());
+  if (host.empty() || !image::ValidateDomain(host).ok()) return "";
+  return image::CanonicalDomain(host);
+}
+
+std::vector<std::string> ReferencedSecrets(const std::string& payload) {
+  std::set<std::string> names;
+  try {
+    YAML::Node root = YAML::Load(payload);
+    if (!root.IsMap()) return {};
+    auto add = [&](const YAML::Node& entry) {
+      if (!entry.IsMap()) return;
+      YAML::Node secret = entry["authSecret"];
+      if (secret && secret.IsScalar() && IsSecretName(secret.Scalar())) {
+        names.insert(secret.Scalar());
+      }
+    };
+    add(root);
+    if (root["sealos"]) add(root["sealos"]);
+    if (YAML::Node list = root["registries"]; list && list.IsSequence()) {
+      for (const auto& entry : list) add(entry);
+    }
+  } catch (const std::exception&) {
+    return {};
+  }
+  return {names.begin(), names.end()};
+}
+
 MergeResult MergeConfigMap(const std::string& local_text, const std::string& local_source,
-                           const std::string& payload, const std::string& source) {
+                           const std::string& payload, const std::string& source,
+                           const SecretLookup& secrets) {
   MergeResult result;
-  std::optional<YAML::Node> converted = PayloadConverter(source, &result).Convert(payload);
+  std::optional<YAML::Node> converted = PayloadConverter(source, &result, secrets).Convert(payload);
   if (!converted) return result;
 
   YAML::Node local;

@@ -11,6 +11,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
 #include <sstream>
 
 #include <spdlog/spdlog.h>
@@ -20,6 +22,8 @@
 #include "config/writer.h"
 #include "kube/api_client.h"
 #include "kube/configmap_sync.h"
+#include "kube/docker_config.h"
+#include "kube/object_watch.h"
 #include "util/log.h"
 
 namespace shim::daemon {
@@ -119,17 +123,22 @@ class ConfigSources::Worker {
     }
     SetUpKube();
 
+    // One loop for everything: the file, SIGHUP, and every request to the API (the ConfigMap's
+    // watch and the watches of the Secrets it names, multiplexed on one curl multi handle).
     while (!owner_.stopping_) {
       ServeEvents();
       if (owner_.stopping_) break;
       if (kube_reset_) SetUpKube();
-      if (sync_ && Clock::now() >= next_sync_) {
-        auto delay = sync_->Step();
-        next_sync_ = Clock::now() + delay;
+      if (!client_) {
+        pollfd fds[2] = {{owner_.wake_fd_, POLLIN, 0}, {inotify_fd_, POLLIN, 0}};
+        ::poll(fds, inotify_fd_ >= 0 ? 2 : 1, static_cast<int>(NextWait(true).count()));
         continue;
       }
-      pollfd fds[2] = {{owner_.wake_fd_, POLLIN, 0}, {inotify_fd_, POLLIN, 0}};
-      ::poll(fds, inotify_fd_ >= 0 ? 2 : 1, static_cast<int>(NextWait(true).count()));
+      ReconcileSecrets();
+      if (kube_dirty_) ApplyKube();
+      sync_->Poke();
+      for (auto& [name, secret] : secrets_) secret.watch->Poke();
+      client_->Poll(NextWait(true), {owner_.wake_fd_, inotify_fd_});
     }
   }
 
@@ -138,14 +147,19 @@ class ConfigSources::Worker {
   std::chrono::milliseconds NextWait(bool include_sync) const {
     auto next = next_interval_;
     if (file_due_) next = std::min(next, *file_due_);
-    if (include_sync && sync_) next = std::min(next, next_sync_);
+    if (include_sync && sync_ && !sync_->busy()) next = std::min(next, sync_->due());
+    if (include_sync) {
+      for (const auto& [name, secret] : secrets_) {
+        if (!secret.watch->busy()) next = std::min(next, secret.watch->due());
+      }
+    }
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next - Clock::now()) + 1ms;
     return std::clamp(wait, 0ms, std::chrono::milliseconds(60000));
   }
 
-  // Handles whatever is due without blocking on anything but the file reads themselves. Also
-  // runs while a watch is in progress (from the API client's wait hook); returns false when
-  // that request should be abandoned.
+  // Handles whatever is due without blocking on anything but the file reads themselves; runs
+  // between two polls of the API client, so while watches are open. Returns false when
+  // stopping or when the Kubernetes side must be set up again.
   bool ServeEvents() {
     if (inotify_fd_ >= 0) DrainInotify();
     uint64_t count;
@@ -249,18 +263,23 @@ class ConfigSources::Worker {
     // Unchanged input (often our own write coming back as an event): nothing to do, unless an
     // operator explicitly asked.
     if (source != ReloadSource::kSignal &&
-        ((*text == last_text_ && payload_ == last_payload_used_) ||
-         (*text == last_rejected_text_ && payload_ == last_rejected_payload_))) {
+        ((*text == last_text_ && payload_ == last_payload_used_ &&
+          in_force_generation_ == last_generation_used_) ||
+         (*text == last_rejected_text_ && payload_ == last_rejected_payload_ &&
+          in_force_generation_ == last_rejected_generation_))) {
       return;
     }
     config::LoadResult loaded;
     std::string on_disk = *text;
     if (payload_) {
-      config::MergeResult merged = config::MergeConfigMap(*text, path_, *payload_, PayloadName());
+      // The payload in force with the Secret contents it was accepted with.
+      config::MergeResult merged =
+          config::MergeConfigMap(*text, path_, *payload_, PayloadName(), Lookup(secrets_in_force_));
       for (const auto& w : merged.warnings) spdlog::warn("config warning: {}", w);
       if (!merged.ok()) {
         last_rejected_text_ = *text;
         last_rejected_payload_ = payload_;
+        last_rejected_generation_ = in_force_generation_;
         Reject(source, merged.errors);
         return;
       }
@@ -272,12 +291,14 @@ class ConfigSources::Worker {
       if (!loaded.ok()) {
         last_rejected_text_ = *text;
         last_rejected_payload_ = payload_;
+        last_rejected_generation_ = in_force_generation_;
         Reject(source, loaded.errors);
         return;
       }
     }
     last_text_ = on_disk;
     last_payload_used_ = payload_;
+    last_generation_used_ = in_force_generation_;
     Publish(source, loaded.config);
   }
 
@@ -299,12 +320,171 @@ class ConfigSources::Worker {
     return "ConfigMap " + k.namespace_ + "/" + k.name + " key " + k.key;
   }
 
-  // A new value of the ConfigMap key (nullopt: gone). Valid payloads are merged into the file.
+  // A new value of the ConfigMap key (nullopt: gone). Applied by ApplyKube() from the loop,
+  // once the Secrets it names have answered.
   void OnPayload(const std::optional<std::string>& payload) {
-    if (!payload) {
+    received_payload_ = payload;
+    kube_dirty_ = true;
+  }
+
+  // What the watch of one Secret named by `authSecret` has told so far.
+  struct SecretView {
+    std::unique_ptr<kube::ObjectWatch> watch;
+    bool answered = false;                     // an object, a 404, or a failure before any
+    std::optional<kube::DockerConfig> config;  // from the last object (or 404) seen
+    std::string problem;                       // why it could not be read, while config is unset
+    std::optional<kube::SyncState> logged_state;
+  };
+  // A Secret's content as a merge uses it (also the snapshot kept with the payload in force).
+  struct SecretContent {
+    std::optional<kube::DockerConfig> config;
+    std::string problem;
+  };
+
+  std::string SecretName(const std::string& name) const {
+    return running_->kube.namespace_ + "/" + name;
+  }
+
+  config::SecretLookup Lookup(const std::map<std::string, SecretContent>& contents) const {
+    std::string ns = running_->kube.namespace_;
+    return [&contents, ns](const std::string& name, const std::string& host) {
+      config::SecretAuth out;
+      std::string full = "Secret " + ns + "/" + name;
+      auto it = contents.find(name);
+      if (it == contents.end()) {
+        out.problem = full + " has not been read";
+      } else if (!it->second.config) {
+        out.problem = it->second.problem;
+      } else if (!it->second.config->ok()) {
+        out.problem = it->second.config->error;
+      } else if (const kube::DockerAuth* auth = it->second.config->Find(host); !auth) {
+        out.problem = full + " has no entry for " + host + " in .dockerconfigjson";
+      } else if (!auth->ok()) {
+        out.problem = full + ": the entry for " + host + " " + auth->error;
+      } else {
+        out.username = auth->username;
+        out.password = auth->password;
+      }
+      return out;
+    };
+  }
+
+  std::map<std::string, SecretContent> Contents(const std::vector<std::string>& names) const {
+    std::map<std::string, SecretContent> out;
+    for (const std::string& name : names) {
+      auto it = secrets_.find(name);
+      if (it == secrets_.end()) continue;
+      out[name] = SecretContent{it->second.config, it->second.problem};
+    }
+    return out;
+  }
+
+  // Watches exactly the Secrets named by the payload received and by the payload in force (the
+  // latter so that a rotation still reaches the running configuration while a newer payload is
+  // rejected). All on this thread, through the one client.
+  void ReconcileSecrets() {
+    std::set<std::string> wanted;
+    for (const auto* payload : {&received_payload_, &payload_}) {
+      if (!*payload) continue;
+      for (std::string& name : config::ReferencedSecrets(**payload)) wanted.insert(name);
+    }
+    for (auto it = secrets_.begin(); it != secrets_.end();) {
+      if (wanted.count(it->first) != 0) {
+        ++it;
+        continue;
+      }
+      spdlog::info("Secret no longer named by the ConfigMap; not watched any more secret={}",
+                   SecretName(it->first));
+      it = secrets_.erase(it);  // cancels its request
+    }
+    for (const std::string& name : wanted) {
+      if (secrets_.count(name) != 0) continue;
+      kube::SyncOptions options = SyncTiming();
+      options.name = name;
+      SecretView& view = secrets_[name];
+      view.watch = std::make_unique<kube::ObjectWatch>(
+          *client_, "secrets", options,
+          kube::ObjectWatch::Callbacks{
+              .on_object = [this, name](const kube::ObjectState& o) { OnSecret(name, o); },
+              .on_state = [this, name](kube::SyncState s,
+                                       const std::string& d) { OnSecretState(name, s, d); }});
+      spdlog::info("Secret sync starting secret={}", SecretName(name));
+    }
+  }
+
+  void OnSecret(const std::string& name, const kube::ObjectState& object) {
+    auto it = secrets_.find(name);
+    if (it == secrets_.end()) return;
+    it->second.config = kube::DockerConfigFromSecret(object, SecretName(name));
+    it->second.problem.clear();
+    it->second.answered = true;
+    kube_dirty_ = true;
+    if (!it->second.config->ok()) {
+      spdlog::warn("Secret cannot supply registry credentials secret={} error=\"{}\"",
+                   SecretName(name), it->second.config->error);
+    } else {
+      spdlog::info("Secret read secret={} registries={}", SecretName(name),
+                   it->second.config->auths.size());
+    }
+  }
+
+  void OnSecretState(const std::string& name, kube::SyncState state, const std::string& detail) {
+    auto it = secrets_.find(name);
+    if (it == secrets_.end()) return;
+    SecretView& view = it->second;
+    bool failure = state != kube::SyncState::kSynced && state != kube::SyncState::kAbsent;
+    if (failure && !view.config) {
+      // Never read: the payload that names it cannot be applied yet (tried once, logged once).
+      view.problem = "Secret " + SecretName(name) + " cannot be read (" +
+                     kube::SyncStateName(state) + ": " + detail + ")";
+      if (!view.answered) kube_dirty_ = true;
+      view.answered = true;
+    }
+    {
+      std::lock_guard lock(owner_.stats_mutex_);
+      owner_.stats_.secret_states[name] =
+          state == kube::SyncState::kAbsent ? "secret-absent" : kube::SyncStateName(state);
+    }
+    if (view.logged_state == state) {
+      spdlog::debug("Secret sync state={} secret={} detail=\"{}\"", kube::SyncStateName(state),
+                    SecretName(name), detail);
+      return;
+    }
+    view.logged_state = state;
+    if (state == kube::SyncState::kSynced) {
+      spdlog::info("Secret sync: reading and watching secret={} detail=\"{}\"", SecretName(name),
+                   detail);
+    } else if (state == kube::SyncState::kAbsent) {
+      spdlog::warn(
+          "Secret sync: Secret absent; the running configuration stays; watching for it "
+          "secret={} detail=\"{}\"",
+          SecretName(name), detail);
+    } else {
+      spdlog::warn(
+          "Secret sync: {}, the running configuration stays; retrying with backoff secret={} "
+          "detail=\"{}\"",
+          kube::SyncStateName(state), SecretName(name), detail);
+    }
+  }
+
+  // Merges the payload received with the Secrets it names into the file, once each of those
+  // Secrets has answered. Valid: written (when it changes the file), published, and kept in
+  // force with the Secret contents used. Invalid (a Secret that cannot supply credentials
+  // included): rejected whole, nothing written, the configuration in force keeps serving.
+  void ApplyKube() {
+    kube_dirty_ = false;
+    if (!received_payload_) {
       // The file already holds what the last payload set; it simply stops being overridden.
       payload_.reset();
+      secrets_in_force_.clear();
+      ++in_force_generation_;
       return;
+    }
+    std::vector<std::string> names = config::ReferencedSecrets(*received_payload_);
+    for (const std::string& name : names) {
+      auto it = secrets_.find(name);
+      // OnSecret / OnSecretState sets kube_dirty_ again when the Secret answers.
+      if (it == secrets_.end() || !it->second.answered) return;
     }
     std::string error;
     std::optional<std::string> text = ReadText(path_, &error);
@@ -312,7 +492,9 @@ class ConfigSources::Worker {
       Reject(ReloadSource::kConfigMap, {error});
       return;
     }
-    config::MergeResult merged = config::MergeConfigMap(*text, path_, *payload, PayloadName());
+    std::map<std::string, SecretContent> contents = Contents(names);
+    config::MergeResult merged =
+        config::MergeConfigMap(*text, path_, *received_payload_, PayloadName(), Lookup(contents));
     for (const auto& w : merged.warnings) spdlog::warn("config warning: {}", w);
     if (!merged.ok()) {
       // Rejected whole: nothing written, and the previous payload (if any) stays in force.
@@ -320,7 +502,9 @@ class ConfigSources::Worker {
       Reject(ReloadSource::kConfigMap, merged.errors);
       return;
     }
-    payload_ = payload;
+    payload_ = received_payload_;
+    secrets_in_force_ = std::move(contents);
+    ++in_force_generation_;
     std::string on_disk = *text;
     if (merged.changed) {
       if (Write(merged.text)) on_disk = merged.text;
@@ -330,7 +514,15 @@ class ConfigSources::Worker {
     }
     last_text_ = on_disk;
     last_payload_used_ = payload_;
+    last_generation_used_ = in_force_generation_;
     Publish(ReloadSource::kConfigMap, merged.loaded.config);
+  }
+
+  kube::SyncOptions SyncTiming() const {
+    kube::SyncOptions options;
+    options.namespace_ = running_->kube.namespace_;
+    if (time_scale_ != 1.0) options = options.Scaled(time_scale_);
+    return options;
   }
 
   void OnSyncState(kube::SyncState state, const std::string& detail) {
@@ -377,9 +569,18 @@ class ConfigSources::Worker {
   // (Re)builds the ConfigMap sync for the configuration in force.
   void SetUpKube() {
     kube_reset_ = false;
+    secrets_.clear();  // their watches use the client
     sync_.reset();
     client_.reset();
     payload_.reset();
+    received_payload_.reset();
+    secrets_in_force_.clear();
+    ++in_force_generation_;
+    kube_dirty_ = false;
+    {
+      std::lock_guard lock(owner_.stats_mutex_);
+      owner_.stats_.secret_states.clear();
+    }
     logged_state_.reset();
     const config::KubeSync& settings = running_->kube;
     if (!settings.enabled) {
@@ -402,23 +603,16 @@ class ConfigSources::Worker {
     spdlog::info("ConfigMap sync starting configmap={} credentials=\"{}\"", PayloadName(),
                  described);
     SetSyncStateName(kube::SyncStateName(kube::SyncState::kStarting), described);
-    kube::WaitHooks hooks;
-    hooks.fds = {owner_.wake_fd_};
-    if (inotify_fd_ >= 0) hooks.fds.push_back(inotify_fd_);
-    hooks.on_wake = [this] { return ServeEvents(); };
-    hooks.max_wait = [this] { return NextWait(false); };
-    client_ = kube::MakeApiClient(*discovery.credentials, std::move(hooks));
-    kube::SyncOptions options;
-    options.namespace_ = settings.namespace_;
+    // No wait hooks: this thread never blocks in the client; it polls it (Run).
+    client_ = kube::MakeApiClient(*discovery.credentials);
+    kube::SyncOptions options = SyncTiming();
     options.name = settings.name;
     options.key = settings.key;
-    if (time_scale_ != 1.0) options = options.Scaled(time_scale_);
     sync_ = std::make_unique<kube::ConfigMapSync>(
         *client_, options,
         kube::ConfigMapSync::Callbacks{
             .on_payload = [this](const std::optional<std::string>& p) { OnPayload(p); },
             .on_state = [this](kube::SyncState s, const std::string& d) { OnSyncState(s, d); }});
-    next_sync_ = Clock::now();
   }
 
   ConfigSources& owner_;
@@ -439,11 +633,17 @@ class ConfigSources::Worker {
   Clock::time_point next_interval_;
 
   std::unique_ptr<kube::ApiClient> client_;
-  std::unique_ptr<kube::ConfigMapSync> sync_;
-  Clock::time_point next_sync_;
+  std::unique_ptr<kube::ConfigMapSync> sync_;  // uses client_
+  std::map<std::string, SecretView> secrets_;  // by Secret name; use client_
   bool kube_reset_ = false;
   bool kube_found_ = false;
-  std::optional<std::string> payload_;  // the valid ConfigMap payload in force
+  bool kube_dirty_ = false;                      // the payload or a Secret changed: ApplyKube()
+  std::optional<std::string> received_payload_;  // the ConfigMap's latest value
+  std::optional<std::string> payload_;           // the valid ConfigMap payload in force
+  std::map<std::string, SecretContent> secrets_in_force_;  // the Secrets payload_ was merged with
+  uint64_t in_force_generation_ = 0;  // changes with payload_ or secrets_in_force_
+  uint64_t last_generation_used_ = 0;
+  uint64_t last_rejected_generation_ = 0;
   std::optional<kube::SyncState> logged_state_;
 };
 

@@ -1,13 +1,15 @@
 // The sources of the running configuration and the thread that watches them: the local file
 // (inotify on its directory, so replacement by rename counts; every reloadInterval; SIGHUP) and
-// the Kubernetes ConfigMap (read once, then watched; merged into the file). Every new
+// the Kubernetes ConfigMap (read once, then watched; merged into the file) with the Secrets its
+// entries name for their credentials (`authSecret`: each read once, then watched). Every new
 // configuration is validated whole and published with ConfigStore::Swap; an invalid one is
 // logged with its reason, counted as failed, and the running one keeps serving.
 //
 // Threads: ConfigSources owns one background thread that does all the blocking work (files,
-// HTTP). Construct, Start and Stop from one thread (the daemon's main thread); RequestReload
-// and stats() may be called from any thread and never block on I/O, so the relay's event loop
-// may call them.
+// HTTP); its API requests (the ConfigMap's watch and one per Secret) share one curl multi
+// handle on that thread. Construct, Start and Stop from one thread (the daemon's main thread);
+// RequestReload and stats() may be called from any thread and never block on I/O, so the relay's
+// event loop may call them.
 #pragma once
 
 #include <array>
@@ -15,6 +17,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -37,6 +40,9 @@ struct ConfigSourceStats {
   // "disabled", "no-credentials", or kube::SyncStateName() ("synced", "unreachable", ...).
   std::string sync_state = "starting";
   std::string credentials;  // Credentials::Describe() of what was found, "" when none
+  // Secrets named by the ConfigMap (authSecret), by name: "synced", "secret-absent",
+  // "unauthorized", ... Empty when the ConfigMap names none.
+  std::map<std::string, std::string> secret_states;
   std::optional<std::chrono::system_clock::time_point> last_reload_ok;  // any source
   std::optional<std::chrono::system_clock::time_point> last_sync_ok;    // API answered usefully
 };

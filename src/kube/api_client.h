@@ -2,13 +2,16 @@
 // per line. ApiClient is the seam the ConfigMap sync is tested through; MakeApiClient builds the
 // real one on libcurl (TLS verified unless the credentials say otherwise).
 //
-// Threads: a client belongs to one thread, whose calls block until the answer (or the watch)
-// ends. While it waits, it lets that thread serve its other events through WaitHooks, so one
-// thread can hold a ten-minute watch and still react to file changes at once. Never use it on
-// the relay's event-loop thread.
+// Threads: a client belongs to one thread. Its blocking calls (Get, Watch, Await) return when the
+// answer (or the watch) ends; while they wait they let that thread serve its other events through
+// WaitHooks, so one thread can hold a ten-minute watch and still react to file changes at once.
+// Its asynchronous calls (StartGet, StartWatch, Poll) let that one thread hold several requests
+// at once (the ConfigMap's watch and the watches of the Secrets it names): one curl multi handle,
+// no thread per request. Never use it on the relay's event-loop thread.
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -38,17 +41,40 @@ struct WaitHooks {
 
 class ApiClient {
  public:
+  using RequestId = uint64_t;
+  using OnLine = std::function<void(std::string_view line)>;
+  using OnDone = std::function<void(Response response)>;
+
   virtual ~ApiClient() = default;
 
-  // GET `path` (e.g. "/api/v1/namespaces/kube-system/configmaps/x"); the whole body.
-  virtual Response Get(const std::string& path) = 0;
+  // GET `path` (e.g. "/api/v1/namespaces/kube-system/configmaps/x"); the whole body. Blocking
+  // (StartGet + Await).
+  Response Get(const std::string& path);
 
   // GET `path` as a stream: `on_line` gets each complete line of a 200 answer as it arrives.
   // Returns when the server ends the stream, the connection breaks, or a hook aborts.
   // `timeout` bounds the whole request (the server's timeoutSeconds plus a margin), so a
-  // silently dead connection cannot hold the watch forever.
-  virtual Response Watch(const std::string& path, std::chrono::milliseconds timeout,
-                         const std::function<void(std::string_view line)>& on_line) = 0;
+  // silently dead connection cannot hold the watch forever. Blocking (StartWatch + Await).
+  Response Watch(const std::string& path, std::chrono::milliseconds timeout,
+                 const std::function<void(std::string_view line)>& on_line);
+
+  // Asynchronous forms: the request starts and the call returns at once. Callbacks run only
+  // inside Poll() or Await() on the owning thread, never inside libcurl, so they may start and
+  // cancel requests. `on_line` runs for each line of a 200 stream, in order, before `done`.
+  // Ids are never reused.
+  virtual RequestId StartGet(const std::string& path, OnDone done) = 0;
+  virtual RequestId StartWatch(const std::string& path, std::chrono::milliseconds timeout,
+                               OnLine on_line, OnDone done) = 0;
+  // Abandons a request; its callbacks are not called any more. Unknown or finished ids: no-op.
+  virtual void Cancel(RequestId id) = 0;
+  // Waits at most `max_wait` for progress of any request in flight or for one of `fds` to be
+  // readable, then runs the callbacks that are due. Returns at once when a callback was due.
+  virtual void Poll(std::chrono::milliseconds max_wait, const std::vector<int>& fds) = 0;
+  // Polls (with the WaitHooks given at construction) until `id` is done: true; or until
+  // WaitHooks::on_wake asks to stop: false, and the request is cancelled.
+  virtual bool Await(RequestId id) = 0;
+  // Requests in flight.
+  virtual size_t InFlight() const = 0;
 };
 
 // The libcurl client for `credentials`. `hooks` may be empty (plain blocking calls).

@@ -1,48 +1,22 @@
-// Keeps one ConfigMap key in sync through the Kubernetes API: read the object once, then watch
-// it (a long-lived watch on that one object, resumed from the last resourceVersion, listed
-// again on 410 Gone), with exponential backoff while the API cannot be reached. It costs a
+// Keeps one ConfigMap key in sync through the Kubernetes API: an ObjectWatch on the ConfigMap
+// (read once, then watched from the last resourceVersion, listed again on 410 Gone, backoff
+// while the API cannot be reached) that hands out the key's value when it changes. It costs a
 // handful of requests per node per hour (one watch per ~10 minutes), never polling.
 //
-// Threads: a ConfigMapSync has no thread of its own. Its owner calls Step() in a loop on one
-// thread; the callbacks run inside Step() on that same thread.
+// Threads: a ConfigMapSync has no thread of its own. Its owner either calls Step() in a loop
+// (blocking), or Poke() and the ApiClient's Poll() (asynchronous, next to other watches); the
+// callbacks run on that same thread.
 #pragma once
 
 #include <chrono>
 #include <functional>
 #include <optional>
-#include <random>
 #include <string>
-#include <string_view>
 
 #include "kube/api_client.h"
+#include "kube/object_watch.h"
 
 namespace shim::kube {
-
-enum class SyncState {
-  kStarting,      // nothing read yet
-  kSynced,        // read, and the key is present
-  kKeyAbsent,     // the ConfigMap exists without the key
-  kAbsent,        // the ConfigMap does not exist
-  kUnauthorized,  // 401 or 403: credentials or RBAC (deploy/rbac.yaml)
-  kUnreachable,   // no answer: connection, TLS, timeout
-  kError,         // an answer the shim cannot use (other HTTP status, bad JSON)
-};
-const char* SyncStateName(SyncState state);
-
-struct SyncOptions {
-  std::string namespace_ = "kube-system";
-  std::string name = "image-cri-shim";
-  std::string key = "registries.yaml";
-  // The server ends each watch after this (timeoutSeconds), varied by +-10% so that thousands
-  // of nodes started together do not come back together. About 6 watches an hour.
-  std::chrono::milliseconds watch_timeout = std::chrono::minutes(10);
-  // Waits after a failure: doubled each time up to the maximum, +-20% jitter, reset on success.
-  std::chrono::milliseconds backoff_initial = std::chrono::seconds(1);
-  std::chrono::milliseconds backoff_max = std::chrono::minutes(5);
-
-  // Multiplies every duration above (hidden test knob: a steady hour scaled down to seconds).
-  SyncOptions Scaled(double factor) const;
-};
 
 class ConfigMapSync {
  public:
@@ -57,33 +31,27 @@ class ConfigMapSync {
   // `api` must outlive this object.
   ConfigMapSync(ApiClient& api, SyncOptions options, Callbacks callbacks);
 
-  // Makes one request (a read, or a watch until it ends) and returns how long to wait before
-  // the next Step(): zero after a normal end, a backoff after a failure.
-  std::chrono::milliseconds Step();
+  // Blocking: makes one request (a read, or a watch until it ends) and returns how long to
+  // wait before the next Step(): zero after a normal end, a backoff after a failure.
+  std::chrono::milliseconds Step() { return watch_.Step(); }
+  // Asynchronous: see ObjectWatch.
+  void Poke() { watch_.Poke(); }
+  bool busy() const { return watch_.busy(); }
+  ObjectWatch::Clock::time_point due() const { return watch_.due(); }
 
   SyncState state() const { return state_; }
-  const std::string& resource_version() const { return resource_version_; }
+  const std::string& resource_version() const { return watch_.resource_version(); }
 
  private:
-  std::chrono::milliseconds List();
-  std::chrono::milliseconds Watch();
-  void Deliver(const std::optional<std::string>& payload);
-  void SetState(SyncState state, const std::string& detail);
-  std::chrono::milliseconds Backoff();
-  std::chrono::milliseconds Jitter(std::chrono::milliseconds base, double spread);
+  void OnObject(const ObjectState& object);
+  void OnState(SyncState state, const std::string& detail);
 
-  ApiClient& api_;
   SyncOptions options_;
   Callbacks callbacks_;
-  std::mt19937_64 random_;
-
-  bool need_list_ = true;
-  std::string resource_version_;
+  ObjectWatch watch_;
+  SyncState state_ = SyncState::kStarting;
   bool delivered_ = false;  // on_payload was called at least once
   std::optional<std::string> last_payload_;
-  SyncState state_ = SyncState::kStarting;
-  std::chrono::milliseconds backoff_{0};
-  int gone_in_a_row_ = 0;  // 410 answers without an event between them
 };
 
 // One read of the ConfigMap, for --dry-run: `state` says what was found (kSynced, kKeyAbsent,

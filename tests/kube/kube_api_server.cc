@@ -2,6 +2,7 @@
 
 #include <httplib.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
@@ -133,7 +134,7 @@ void KubeApiServer::Start() {
   }
   server_->set_keep_alive_max_count(100);
   auto handler = [this](const httplib::Request& req, httplib::Response& res) { Handle(req, res); };
-  server_->Get(R"(/api/v1/namespaces/([^/]+)/configmaps(/[^/]+)?)", handler);
+  server_->Get(R"(/api/v1/namespaces/([^/]+)/(configmaps|secrets)(/[^/]+)?)", handler);
   if (!server_->bind_to_port("127.0.0.1", options_.port)) {
     server_.reset();
     throw std::runtime_error("KubeApiServer: cannot listen on 127.0.0.1:" +
@@ -163,44 +164,82 @@ bool KubeApiServer::Running() const {
   return server_ != nullptr;
 }
 
-std::string KubeApiServer::ObjectJson() const {
-  Json object = {{"apiVersion", "v1"},
-                 {"kind", "ConfigMap"},
-                 {"metadata",
-                  {{"name", options_.name},
-                   {"namespace", options_.namespace_},
-                   {"uid", "4f1a8c2e-0000-4000-8000-000000000001"},
-                   {"resourceVersion", std::to_string(object_rv_)}}}};
-  if (data_) object["data"] = *data_;
-  return object.dump();
+std::string KubeApiServer::ObjectJson(const Key& key, const Object& object) const {
+  bool secret = key.first == "secrets";
+  Json out = {{"apiVersion", "v1"},
+              {"kind", secret ? "Secret" : "ConfigMap"},
+              {"metadata",
+               {{"name", key.second},
+                {"namespace", options_.namespace_},
+                {"uid", "4f1a8c2e-0000-4000-8000-" + std::to_string(100000000000 + object.rv)},
+                {"resourceVersion", std::to_string(object.rv)}}}};
+  if (secret) {
+    out["type"] = object.type;
+    Json data = Json::object();
+    for (const auto& [k, v] : object.data) data[k] = Base64(v);
+    out["data"] = data;
+  } else {
+    out["data"] = object.data;
+  }
+  return out.dump();
 }
 
-void KubeApiServer::Publish(const std::string& type, std::string object) {
-  events_.push_back(Event{object_rv_, type, std::move(object)});
+void KubeApiServer::Publish(const Key& key, const std::string& type, std::string object) {
+  events_.push_back(Event{next_rv_ - 1, key, type, std::move(object)});
   changed_.notify_all();
 }
 
-std::string KubeApiServer::SetData(const std::map<std::string, std::string>& data) {
+std::string KubeApiServer::Set(const Key& key, const std::string& type,
+                               const std::map<std::string, std::string>& data) {
   std::lock_guard lock(mutex_);
-  bool existed = data_.has_value();
-  data_ = data;
-  object_rv_ = next_rv_++;
-  Publish(existed ? "MODIFIED" : "ADDED", ObjectJson());
-  return std::to_string(object_rv_);
+  auto it = objects_.find(key);
+  bool existed = it != objects_.end();
+  Object& object = objects_[key];
+  object.type = type;
+  object.data = data;
+  object.rv = next_rv_++;
+  if (key.first == "configmaps") configmap_rv_ = object.rv;
+  Publish(key, existed ? "MODIFIED" : "ADDED", ObjectJson(key, object));
+  return std::to_string(object.rv);
+}
+
+void KubeApiServer::Remove(const Key& key) {
+  std::lock_guard lock(mutex_);
+  auto it = objects_.find(key);
+  if (it == objects_.end()) return;
+  it->second.rv = next_rv_++;
+  if (key.first == "configmaps") configmap_rv_ = it->second.rv;
+  std::string last = ObjectJson(key, it->second);
+  objects_.erase(it);
+  Publish(key, "DELETED", last);
+}
+
+std::string KubeApiServer::SetData(const std::map<std::string, std::string>& data) {
+  return Set({"configmaps", options_.name}, "", data);
 }
 
 void KubeApiServer::Delete() {
+  Remove({"configmaps", options_.name});
+}
+
+std::string KubeApiServer::SetSecret(const std::string& name, const std::string& type,
+                                     const std::map<std::string, std::string>& data) {
+  return Set({"secrets", name}, type, data);
+}
+
+void KubeApiServer::DeleteSecret(const std::string& name) {
+  Remove({"secrets", name});
+}
+
+void KubeApiServer::ForbidSecret(const std::string& name, bool forbidden) {
   std::lock_guard lock(mutex_);
-  if (!data_) return;
-  object_rv_ = next_rv_++;
-  std::string last = ObjectJson();
-  data_.reset();
-  Publish("DELETED", last);
+  std::erase(forbidden_secrets_, name);
+  if (forbidden) forbidden_secrets_.push_back(name);
 }
 
 std::string KubeApiServer::ResourceVersion() const {
   std::lock_guard lock(mutex_);
-  return std::to_string(object_rv_);
+  return std::to_string(configmap_rv_);
 }
 
 void KubeApiServer::SetAuthFailure(int status) {
@@ -277,8 +316,10 @@ bool KubeApiServer::Authorized(const httplib::Request& req, httplib::Response& r
 
 void KubeApiServer::Handle(const httplib::Request& req, httplib::Response& res) {
   std::string ns = req.matches[1];
-  std::string name = req.matches[2].length() > 0 ? req.matches[2].str().substr(1) : "";
+  std::string resource = req.matches[2];
+  std::string name = req.matches[3].length() > 0 ? req.matches[3].str().substr(1) : "";
   bool watch = req.get_param_value("watch") == "1" || req.get_param_value("watch") == "true";
+  bool secret = resource == "secrets";
   {
     std::lock_guard lock(mutex_);
     ++counts_.total;
@@ -289,15 +330,37 @@ void KubeApiServer::Handle(const httplib::Request& req, httplib::Response& res) 
     log_.push_back(line + query);
     changed_.notify_all();
     if (!Authorized(req, res)) return;
+    // RBAC with resourceNames: a watch is authorized for the name its fieldSelector gives.
+    std::string selector = req.get_param_value("fieldSelector");
+    std::string named = !name.empty()                            ? name
+                        : selector.starts_with("metadata.name=") ? selector.substr(14)
+                                                                 : "";
+    if (secret && (named.empty() || std::find(forbidden_secrets_.begin(), forbidden_secrets_.end(),
+                                              named) != forbidden_secrets_.end())) {
+      ++counts_.unauthorized;
+      res.status = 403;
+      std::string verb = !name.empty() ? "get" : watch ? "watch" : "list";
+      res.set_content(StatusJson(403, "Forbidden",
+                                 "secrets \"" + named +
+                                     "\" is forbidden: User "
+                                     "\"system:node:test\" cannot " +
+                                     verb +
+                                     " resource \"secrets\" in API group \"\" in the "
+                                     "namespace \"" +
+                                     ns + "\""),
+                      "application/json");
+      return;
+    }
     if (!name.empty()) {
-      ++counts_.gets;
-      if (ns != options_.namespace_ || name != options_.name || !data_) {
+      ++(secret ? counts_.secret_gets : counts_.gets);
+      auto it = objects_.find(Key{resource, name});
+      if (ns != options_.namespace_ || it == objects_.end()) {
         res.status = 404;
-        res.set_content(StatusJson(404, "NotFound", "configmaps \"" + name + "\" not found"),
+        res.set_content(StatusJson(404, "NotFound", resource + " \"" + name + "\" not found"),
                         "application/json");
         return;
       }
-      res.set_content(ObjectJson(), "application/json");
+      res.set_content(ObjectJson(it->first, it->second), "application/json");
       return;
     }
     if (!watch) {
@@ -306,12 +369,13 @@ void KubeApiServer::Handle(const httplib::Request& req, httplib::Response& res) 
                       "application/json");
       return;
     }
-    ++counts_.watches;
+    ++(secret ? counts_.secret_watches : counts_.watches);
   }
-  HandleWatch(req, res);
+  HandleWatch(req, res, resource);
 }
 
-void KubeApiServer::HandleWatch(const httplib::Request& req, httplib::Response& res) {
+void KubeApiServer::HandleWatch(const httplib::Request& req, httplib::Response& res,
+                                const std::string& resource) {
   struct WatchState {
     long long after_rv = 0;            // send events with rv > this
     std::vector<std::string> pending;  // lines to send first
@@ -319,7 +383,9 @@ void KubeApiServer::HandleWatch(const httplib::Request& req, httplib::Response& 
     int generation = 0;
     std::chrono::steady_clock::time_point deadline;
     bool counted = false;
-    bool matches = true;  // fieldSelector names our object
+    bool in_namespace = true;
+    std::string resource;
+    std::string name;  // from the fieldSelector; "" = every object of the resource
   };
   auto state = std::make_shared<WatchState>();
   std::string rv_text = req.get_param_value("resourceVersion");
@@ -329,19 +395,24 @@ void KubeApiServer::HandleWatch(const httplib::Request& req, httplib::Response& 
     timeout_seconds = std::stoll(req.get_param_value("timeoutSeconds"));
   }
   state->deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_seconds);
+  state->resource = resource;
+  if (selector.starts_with("metadata.name=")) state->name = selector.substr(14);
+  auto matches = [state](const Key& key) {
+    return state->in_namespace && key.first == state->resource &&
+           (state->name.empty() || key.second == state->name);
+  };
   {
     std::lock_guard lock(mutex_);
     state->generation = drop_generation_;
-    state->matches = req.matches[1] == options_.namespace_ &&
-                     (selector.empty() || selector == "metadata.name=" + options_.name);
+    state->in_namespace = req.matches[1] == options_.namespace_;
     if (rv_text.empty() || rv_text == "0") {
-      // "Most recent": the current object first, as a synthetic ADDED.
-      if (data_ && state->matches) {
+      // "Most recent": the current objects first, as synthetic ADDED events.
+      for (const auto& [key, object] : objects_) {
+        if (!matches(key)) continue;
         state->pending.push_back(
-            Json{{"type", "ADDED"}, {"object", Json::parse(ObjectJson())}}.dump());
+            Json{{"type", "ADDED"}, {"object", Json::parse(ObjectJson(key, object))}}.dump());
       }
-      state->after_rv = object_rv_ > 0 ? object_rv_ : next_rv_ - 1;
-      state->after_rv = std::max(state->after_rv, next_rv_ - 1);
+      state->after_rv = next_rv_ - 1;
     } else {
       long long rv = std::stoll(rv_text);
       if (rv < compacted_rv_) {
@@ -361,7 +432,7 @@ void KubeApiServer::HandleWatch(const httplib::Request& req, httplib::Response& 
   }
   res.set_chunked_content_provider(
       "application/json",
-      [this, state](size_t, httplib::DataSink& sink) {
+      [this, state, matches](size_t, httplib::DataSink& sink) {
         std::unique_lock lock(mutex_);
         auto flush = [&] {
           for (const auto& line : state->pending) {
@@ -381,13 +452,13 @@ void KubeApiServer::HandleWatch(const httplib::Request& req, httplib::Response& 
         }
         changed_.wait_for(lock, 50ms);
         if (stopping_ || drop_generation_ != state->generation) return false;  // abrupt end
-        if (state->matches) {
-          for (const Event& event : events_) {
-            if (event.rv > state->after_rv) {
+        for (const Event& event : events_) {
+          if (event.rv > state->after_rv) {
+            if (matches(event.key)) {
               state->pending.push_back(
                   Json{{"type", event.type}, {"object", Json::parse(event.object)}}.dump());
-              state->after_rv = event.rv;
             }
+            state->after_rv = event.rv;
           }
         }
         if (!flush()) return false;

@@ -1,10 +1,13 @@
-// A Kubernetes API test server for one ConfigMap, speaking what the shim uses of the real API
-// (see FACTS.md, "Kubernetes API for the ConfigMap"): TLS, a bearer-token check (401 without or
-// with a wrong token, 403 when told to forbid), GET of the object (404 when absent), watches of
-// the collection with fieldSelector metadata.name=NAME streaming one JSON event per line from a
+// A Kubernetes API test server for one ConfigMap and the Secrets of its namespace, speaking what
+// the shim uses of the real API (see FACTS.md, "Kubernetes API for the ConfigMap"): TLS, a
+// bearer-token check (401 without or with a wrong token, 403 when told to forbid everything or
+// one Secret, as RBAC with resourceNames does), GET of an object (404 when absent), watches of
+// a collection with fieldSelector metadata.name=NAME streaming one JSON event per line from a
 // resourceVersion (ADDED/MODIFIED/DELETED, ERROR with code 410 for a compacted
 // resourceVersion), the watch ending after timeoutSeconds, streams that can be broken mid-way,
-// and a count of every request. No kube-apiserver can be installed here; this stands in for it.
+// and a count of every request. As in etcd, one resourceVersion counter serves every object, and
+// a compaction expires old versions of all of them. Secret data is served base64, as the API
+// does. No kube-apiserver can be installed here; this stands in for it.
 //
 // Built on cpp-httplib (TLS via OpenSSL); it serves on its own threads. Every public method is
 // thread-safe. For tests only.
@@ -63,6 +66,15 @@ class KubeApiServer {
   void Delete();  // DELETED to the watches; GET answers 404 afterwards
   std::string ResourceVersion() const;
 
+  // Creates or updates the Secret `name` of the namespace: `type` (e.g.
+  // "kubernetes.io/dockerconfigjson") and `data` with raw values (served base64). Returns the
+  // new resourceVersion.
+  std::string SetSecret(const std::string& name, const std::string& type,
+                        const std::map<std::string, std::string>& data);
+  void DeleteSecret(const std::string& name);
+  // true: GET and watch of that one Secret answer 403, as when the Role does not name it.
+  void ForbidSecret(const std::string& name, bool forbidden = true);
+
   // 0: check the token as usual; 401 or 403: answer every request with it.
   void SetAuthFailure(int status);
   // Forgets the event history: a watch from a resourceVersion older than the latest gets ERROR
@@ -73,9 +85,11 @@ class KubeApiServer {
 
   struct Counts {
     int total = 0;    // every request that reached a handler (failed auth included)
-    int gets = 0;     // GET of the object
-    int watches = 0;  // watch requests
-    int unauthorized = 0;
+    int gets = 0;     // GET of a ConfigMap
+    int watches = 0;  // watch requests of ConfigMaps
+    int secret_gets = 0;
+    int secret_watches = 0;
+    int unauthorized = 0;  // 401 and 403 answers
   };
   Counts counts() const;
   std::vector<std::string> RequestLog() const;  // "GET /api/v1/...?...", in order
@@ -88,17 +102,28 @@ class KubeApiServer {
   std::vector<std::string> AuthorizationHeaders() const;
 
  private:
+  using Key = std::pair<std::string, std::string>;  // (resource, name): ("secrets", "x")
+  struct Object {
+    std::string type;  // Secrets
+    std::map<std::string, std::string> data;
+    long long rv = 0;
+  };
   struct Event {
     long long rv;
+    Key key;
     std::string type;
     std::string object;  // JSON
   };
 
   void Handle(const httplib::Request& req, httplib::Response& res);
-  void HandleWatch(const httplib::Request& req, httplib::Response& res);
+  void HandleWatch(const httplib::Request& req, httplib::Response& res,
+                   const std::string& resource);
   bool Authorized(const httplib::Request& req, httplib::Response& res);  // REQUIRES: mutex_
-  std::string ObjectJson() const;                                        // REQUIRES: mutex_
-  void Publish(const std::string& type, std::string object);             // REQUIRES: mutex_
+  std::string ObjectJson(const Key& key, const Object& object) const;    // REQUIRES: mutex_
+  std::string Set(const Key& key, const std::string& type,
+                  const std::map<std::string, std::string>& data);            // EXCLUDES: mutex_
+  void Remove(const Key& key);                                                // EXCLUDES: mutex_
+  void Publish(const Key& key, const std::string& type, std::string object);  // REQUIRES: mutex_
 
   KubeApiServerOptions options_;
   std::unique_ptr<httplib::SSLServer> server_;
@@ -106,18 +131,19 @@ class KubeApiServer {
 
   mutable std::mutex mutex_;
   mutable std::condition_variable changed_;
-  long long next_rv_ = 1000;                                // GUARDED_BY(mutex_)
-  std::optional<std::map<std::string, std::string>> data_;  // GUARDED_BY(mutex_)
-  long long object_rv_ = 0;                                 // GUARDED_BY(mutex_)
-  std::vector<Event> events_;                               // GUARDED_BY(mutex_)
-  long long compacted_rv_ = 0;               // GUARDED_BY(mutex_): older watches get 410
-  int auth_failure_ = 0;                     // GUARDED_BY(mutex_)
-  int drop_generation_ = 0;                  // GUARDED_BY(mutex_)
-  bool stopping_ = false;                    // GUARDED_BY(mutex_)
-  int open_watches_ = 0;                     // GUARDED_BY(mutex_)
-  Counts counts_;                            // GUARDED_BY(mutex_)
-  std::vector<std::string> log_;             // GUARDED_BY(mutex_)
-  std::vector<std::string> authorizations_;  // GUARDED_BY(mutex_)
+  long long next_rv_ = 1000;       // GUARDED_BY(mutex_)
+  std::map<Key, Object> objects_;  // GUARDED_BY(mutex_)
+  long long configmap_rv_ = 0;     // GUARDED_BY(mutex_): the ConfigMap's, also after Delete
+  std::vector<std::string> forbidden_secrets_;  // GUARDED_BY(mutex_)
+  std::vector<Event> events_;                   // GUARDED_BY(mutex_)
+  long long compacted_rv_ = 0;                  // GUARDED_BY(mutex_): older watches get 410
+  int auth_failure_ = 0;                        // GUARDED_BY(mutex_)
+  int drop_generation_ = 0;                     // GUARDED_BY(mutex_)
+  bool stopping_ = false;                       // GUARDED_BY(mutex_)
+  int open_watches_ = 0;                        // GUARDED_BY(mutex_)
+  Counts counts_;                               // GUARDED_BY(mutex_)
+  std::vector<std::string> log_;                // GUARDED_BY(mutex_)
+  std::vector<std::string> authorizations_;     // GUARDED_BY(mutex_)
 };
 
 // A kubeconfig for `server` with its CA inline (certificate-authority-data) and `token`; empty
