@@ -395,6 +395,10 @@ class ConfigSources::Worker {
       }
       spdlog::info("Secret no longer named by the ConfigMap; not watched any more secret={}",
                    SecretName(it->first));
+      {
+        std::lock_guard lock(owner_.stats_mutex_);
+        owner_.stats_.secret_states.erase(it->first);
+      }
       it = secrets_.erase(it);  // cancels its request
     }
     for (const std::string& name : wanted) {
