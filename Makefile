@@ -3,7 +3,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure build test demo bench clean format
+.PHONY: all deps configure build test demo bench clean format install package
 
 all: build
 
@@ -25,6 +25,18 @@ demo: build
 # The shim against direct containerd (docs/performance.md); BENCH_ARGS e.g. --markdown FILE.
 bench: build
 	bash bench/run.sh $(BUILD_DIR) $(BENCH_ARGS)
+
+# The binary, the systemd unit and (unless one is there) /etc/image-cri-shim/config.yaml;
+# PREFIX is /usr/local unless CMAKE_FLAGS sets CMAKE_INSTALL_PREFIX; DESTDIR=dir stages it.
+install: configure
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target image-cri-shim
+	DESTDIR=$(DESTDIR) cmake --install $(BUILD_DIR)
+
+# $(BUILD_DIR)/image-cri-shim_<version>_<arch>.deb (CPack): /usr/bin, /lib/systemd/system and
+# the example configuration as a conffile.
+package: configure
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target image-cri-shim
+	cd $(BUILD_DIR) && cpack -G DEB
 
 format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')

@@ -14,6 +14,8 @@ packages=(
   # real parts the end-to-end tests and the demo run
   containerd docker-registry skopeo umoci busybox-static apache2-utils openssl util-linux
   procps curl
+  # make package (CPack DEB: dpkg-shlibdeps, file) and its test (systemd-analyze verify)
+  dpkg-dev file systemd
 )
 
 missing=()

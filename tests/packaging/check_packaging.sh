@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# Checks what `make install` and `make package` produce, without touching the machine: every
+# install goes into a temporary directory that is removed at the end.
+#
+#   check_packaging.sh install BUILD_DIR SOURCE_DIR   cmake --install with DESTDIR: layout, modes,
+#                                                     the unit, no overwrite of a config
+#   check_packaging.sh deb BUILD_DIR SOURCE_DIR       cpack DEB, its control data, then dpkg -i
+#                                                     into a private root, --version, dpkg -P
+# Exit 0 when every check passes; otherwise each failed check is printed and the exit is 1.
+set -uo pipefail
+
+mode=${1:?mode: install or deb}
+build=${2:?build dir}
+src=${3:?source dir}
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/shim-pkg.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+failures=0
+
+fail() {
+  echo "FAIL: $*" >&2
+  failures=$((failures + 1))
+}
+pass() {
+  echo "ok: $*"
+}
+# check DESCRIPTION COMMAND...: the command must succeed.
+check() {
+  local what=$1
+  shift
+  if "$@"; then pass "$what"; else fail "$what"; fi
+}
+mode_of() {
+  stat -c %a "$1" 2>/dev/null
+}
+expect_mode() {
+  local path=$1 want=$2 got
+  got=$(mode_of "$path")
+  if [ "$got" = "$want" ]; then pass "$path has mode $want"; else fail "$path has mode '$got', want $want"; fi
+}
+# The unit's ExecStart binary must be `want`, with the config path the daemon defaults to.
+expect_exec_start() {
+  local unit=$1 want=$2
+  if grep -qx "ExecStart=$want --file /etc/image-cri-shim/config.yaml" "$unit"; then
+    pass "$unit starts $want"
+  else
+    fail "$unit: ExecStart is '$(grep '^ExecStart=' "$unit")', want $want --file /etc/image-cri-shim/config.yaml"
+  fi
+}
+# systemd-analyze verify on a copy of the unit whose ExecStart is the staged binary (verify
+# insists that the command exists). Skipped when systemd-analyze is not installed.
+verify_unit() {
+  local unit=$1 binary=$2 installed_path=$3
+  if ! command -v systemd-analyze >/dev/null; then
+    echo "skip: systemd-analyze not installed (apt-get install systemd)"
+    return
+  fi
+  local copy=$tmp/verify/image-cri-shim.service out
+  mkdir -p "$tmp/verify"
+  sed "s#^ExecStart=$installed_path #ExecStart=$binary #" "$unit" >"$copy"
+  if out=$(systemd-analyze verify "$copy" 2>&1) && [ -z "$out" ]; then
+    pass "systemd-analyze verify $unit"
+  else
+    fail "systemd-analyze verify $unit: $out"
+  fi
+}
+# The example configuration must load: `rewrite` loads and validates it, then rewrites a name.
+expect_config_loads() {
+  local binary=$1 config=$2 out
+  if out=$("$binary" --file "$config" rewrite nginx:latest 2>&1) &&
+    grep -q 'registry.example.com/library/nginx:latest' <<<"$out"; then
+    pass "$config loads and rewrites nginx:latest"
+  else
+    fail "$binary --file $config rewrite nginx:latest: $out"
+  fi
+}
+
+binary=$build/image-cri-shim
+if [ ! -x "$binary" ]; then
+  echo "FAIL: $binary is not built (cmake --build $build --target image-cri-shim)" >&2
+  exit 1
+fi
+
+case $mode in
+install)
+  stage=$tmp/stage
+  log=$tmp/install.log
+  if ! DESTDIR=$stage cmake --install "$build" --prefix /usr/local >"$log" 2>&1; then
+    cat "$log" >&2
+    fail "cmake --install"
+  fi
+  bin=$stage/usr/local/bin/image-cri-shim
+  unit=$stage/etc/systemd/system/image-cri-shim.service
+  config=$stage/etc/image-cri-shim/config.yaml
+  check "binary installed in /usr/local/bin" test -x "$bin"
+  check "binary runs --version" bash -c "'$bin' --version | grep -q '^image-cri-shim '"
+  check "unit installed in /etc/systemd/system" test -f "$unit"
+  check "unit is deploy/systemd/image-cri-shim.service as it is" \
+    cmp -s "$unit" "$src/deploy/systemd/image-cri-shim.service"
+  expect_mode "$unit" 644
+  expect_exec_start "$unit" /usr/local/bin/image-cri-shim
+  check "config installed" cmp -s "$config" "$src/deploy/config.yaml"
+  expect_mode "$config" 600
+  expect_mode "$stage/etc/image-cri-shim" 755
+  expect_config_loads "$bin" "$config"
+  verify_unit "$unit" "$bin" /usr/local/bin/image-cri-shim
+  # Nothing of the package's layout, nothing else at all.
+  expected=$(printf '%s\n' etc/image-cri-shim/config.yaml etc/systemd/system/image-cri-shim.service \
+    usr/local/bin/image-cri-shim)
+  got=$(cd "$stage" && find . -type f -o -type l | sed 's#^\./##' | sort)
+  if [ "$got" = "$expected" ]; then pass "exactly the three files"; else fail "installed files: $got"; fi
+
+  # An existing configuration is kept, whatever it holds and whatever its mode.
+  printf 'address: https://mine.example.com\n' >"$config"
+  chmod 0640 "$config"
+  if ! DESTDIR=$stage cmake --install "$build" --prefix /usr/local >"$log" 2>&1; then
+    cat "$log" >&2
+    fail "second cmake --install"
+  fi
+  check "an existing config is not overwritten" grep -qx 'address: https://mine.example.com' "$config"
+  expect_mode "$config" 640
+  check "the install says it kept the config" grep -q "Kept existing: $config" "$log"
+
+  # Another prefix: the unit follows the binary.
+  DESTDIR=$tmp/opt cmake --install "$build" --prefix /opt/ics >"$log" 2>&1 || fail "install --prefix /opt/ics"
+  check "binary in /opt/ics/bin" test -x "$tmp/opt/opt/ics/bin/image-cri-shim"
+  expect_exec_start "$tmp/opt/etc/systemd/system/image-cri-shim.service" /opt/ics/bin/image-cri-shim
+  ;;
+
+deb)
+  out=$tmp/out
+  log=$tmp/cpack.log
+  if ! cpack -G DEB --config "$build/CPackConfig.cmake" -B "$out" >"$log" 2>&1; then
+    cat "$log" >&2
+    fail "cpack"
+  fi
+  debs=("$out"/*.deb)
+  if [ ${#debs[@]} -ne 1 ] || [ ! -f "${debs[0]}" ]; then
+    cat "$log" >&2
+    echo "FAIL: want exactly one .deb in $out, got: ${debs[*]}" >&2
+    exit 1
+  fi
+  deb=${debs[0]}
+  pass "built $(basename "$deb")"
+  control=$(dpkg-deb -f "$deb")
+  echo "$control"
+  check "Package: image-cri-shim" grep -qx 'Package: image-cri-shim' <<<"$control"
+  depends=$(dpkg-deb -f "$deb" Depends)
+  for lib in libc6 'libstdc++6' libsystemd0 libnghttp2-14 libyaml-cpp0.7 libcurl4; do
+    if grep -q "\(^\|, \)$lib\( \|,\|$\)" <<<"$depends"; then pass "Depends on $lib"; else fail "Depends lacks $lib: $depends"; fi
+  done
+  conffiles=$(dpkg-deb -I "$deb" conffiles 2>&1)
+  if [ "$conffiles" = /etc/image-cri-shim/config.yaml ]; then
+    pass "conffiles lists /etc/image-cri-shim/config.yaml"
+  else
+    fail "conffiles: $conffiles"
+  fi
+  listing=$(dpkg-deb -c "$deb")
+  check "config is -rw------- root/root" \
+    grep -qE '^-rw------- root/root .* \./etc/image-cri-shim/config\.yaml$' <<<"$listing"
+  check "binary in /usr/bin" grep -qE '^-rwxr-xr-x root/root .* \./usr/bin/image-cri-shim$' <<<"$listing"
+  check "unit in /lib/systemd/system" \
+    grep -qE '^-rw-r--r-- root/root .* \./lib/systemd/system/image-cri-shim\.service$' <<<"$listing"
+  if grep -qE '\./usr/local|\./etc/systemd' <<<"$listing"; then
+    fail "the package carries make-install paths: $listing"
+  else
+    pass "nothing under /usr/local or /etc/systemd"
+  fi
+
+  # dpkg -i into a private root with its own database: the machine's dpkg database, files and
+  # log stay untouched. --force-depends: the private root has no libc6 etc. installed (the
+  # binary runs against the machine's libraries). The package has no maintainer scripts, so
+  # nothing needs to run inside the root.
+  root=$tmp/root
+  mkdir -p "$root/var/lib/dpkg/info" "$root/var/lib/dpkg/updates" "$root/var/lib/dpkg/triggers"
+  touch "$root/var/lib/dpkg/status" "$root/var/lib/dpkg/available"
+  dpkg_root=(dpkg --root="$root" --log="$tmp/dpkg.log" --force-depends)
+  if ! "${dpkg_root[@]}" -i "$deb" >"$tmp/dpkg-i.log" 2>&1; then
+    cat "$tmp/dpkg-i.log" >&2
+    fail "dpkg -i into $root"
+  fi
+  status=$(dpkg-query --admindir="$root/var/lib/dpkg" -W -f='${Status} ${Version}\n' image-cri-shim 2>&1)
+  check "dpkg says installed ($status)" grep -q '^install ok installed ' <<<"$status"
+  installed_conffiles=$(dpkg-query --admindir="$root/var/lib/dpkg" -W -f='${Conffiles}\n' image-cri-shim)
+  check "dpkg records the conffile" grep -qE '^ /etc/image-cri-shim/config.yaml [0-9a-f]{32}$' <<<"$installed_conffiles"
+  version=$("$root/usr/bin/image-cri-shim" --version 2>&1)
+  check "installed binary runs --version ($version)" grep -q '^image-cri-shim ' <<<"$version"
+  expect_mode "$root/etc/image-cri-shim/config.yaml" 600
+  check "installed config is the example" cmp -s "$root/etc/image-cri-shim/config.yaml" "$src/deploy/config.yaml"
+  expect_exec_start "$root/lib/systemd/system/image-cri-shim.service" /usr/bin/image-cri-shim
+  expect_config_loads "$root/usr/bin/image-cri-shim" "$root/etc/image-cri-shim/config.yaml"
+  verify_unit "$root/lib/systemd/system/image-cri-shim.service" "$root/usr/bin/image-cri-shim" /usr/bin/image-cri-shim
+
+  # An edited conffile survives reinstalling the package; purge removes everything.
+  printf 'address: https://mine.example.com\n' >"$root/etc/image-cri-shim/config.yaml"
+  if ! "${dpkg_root[@]}" --force-confold -i "$deb" >"$tmp/dpkg-i.log" 2>&1; then
+    cat "$tmp/dpkg-i.log" >&2
+    fail "dpkg -i again"
+  fi
+  check "reinstalling keeps the edited conffile" \
+    grep -qx 'address: https://mine.example.com' "$root/etc/image-cri-shim/config.yaml"
+  if ! "${dpkg_root[@]}" -P image-cri-shim >"$tmp/dpkg-P.log" 2>&1; then
+    cat "$tmp/dpkg-P.log" >&2
+    fail "dpkg -P"
+  fi
+  left=$(cd "$root" && find . \( -type f -o -type l \) -not -path './var/lib/dpkg/*' | sort)
+  if [ -z "$left" ]; then pass "purge leaves no file"; else fail "left after purge: $left"; fi
+  ;;
+*)
+  echo "usage: $0 install|deb BUILD_DIR SOURCE_DIR" >&2
+  exit 2
+  ;;
+esac
+
+if [ $failures -ne 0 ]; then
+  echo "$failures check(s) failed" >&2
+  exit 1
+fi
+echo "all checks passed"
