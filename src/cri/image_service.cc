@@ -95,6 +95,7 @@ struct ImageService::PullAttempt {
 
 struct ImageService::Resolution {
   std::shared_ptr<InterceptedCall> call;
+  std::string key;  // the normalised name asked for, to remember where it was found
   std::string status_path;
   std::vector<std::string> names;
   size_t next = 0;
@@ -333,6 +334,12 @@ void ImageService::Resolve(std::shared_ptr<InterceptedCall> call, std::string st
   resolution->names = std::move(names);
   resolution->make_request = std::move(make_request);
   resolution->done = std::move(done);
+  // The name as given is always last; an id is not remembered (it resolves to itself).
+  const std::string& given = resolution->names.back();
+  if (auto reference = image::ParseReference(given);
+      reference.ok() && !image::LooksLikeImageId(given)) {
+    resolution->key = reference->String();
+  }
   ResolveStep(std::move(resolution));
 }
 
@@ -342,7 +349,11 @@ void ImageService::ResolveStep(std::shared_ptr<Resolution> resolution) {
       resolution->status_path, resolution->make_request(name),
       [this, resolution, &name](UnaryResult answer) {
         if (resolution->call->finished()) return;
-        if (HasImage(answer)) return resolution->done(name, std::move(answer));
+        if (HasImage(answer)) {
+          // Next time the first call hits, whoever pulled the image (the shim or not).
+          if (!resolution->key.empty()) locations_.Remember(resolution->key, name);
+          return resolution->done(name, std::move(answer));
+        }
         // An error ends the search: it is the runtime's answer to give.
         if (!answer.ok() || resolution->next == resolution->names.size()) {
           return resolution->done(std::nullopt, std::move(answer));

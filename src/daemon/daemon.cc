@@ -5,7 +5,6 @@
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
-#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -26,6 +25,7 @@
 #include "daemon/http_endpoint.h"
 #include "daemon/instance_lock.h"
 #include "daemon/metrics.h"
+#include "daemon/systemd_notify.h"
 #include "registry/health.h"
 #include "registry/prober.h"
 #include "relay/event_loop.h"
@@ -254,7 +254,7 @@ int Run(const Options& options) {
   ConfigSources sources({.config_path = options.config_path,
                          .force_debug = options.debug,
                          .on_requested_reload_done =
-                             [&loop] { loop.Post([] { sd_notify(0, "READY=1"); }); }},
+                             [&loop] { loop.Post([] { NotifySystemd("READY=1"); }); }},
                         store);
   AddStateCollectors(metrics, store, health, sources);
   WatchRuntime(loop, server, metrics);
@@ -278,14 +278,14 @@ int Run(const Options& options) {
     while (read(sfd, &info, sizeof info) == sizeof info) {
       if (info.ssi_signo == SIGHUP) {
         spdlog::info("SIGHUP: reloading configuration");
-        sd_notify(0, "RELOADING=1");
+        NotifySystemd("RELOADING=1");
         sources.RequestReload();
       } else if (!stopping) {
         stopping = true;
         spdlog::info("{}: stopping; calls in flight have {}s to finish",
                      strsignal(static_cast<int>(info.ssi_signo)),
                      std::chrono::duration_cast<std::chrono::seconds>(kShutdownGrace).count());
-        sd_notify(0, "STOPPING=1");
+        NotifySystemd("STOPPING=1");
         server.Shutdown(kShutdownGrace, [&] { loop.Stop(); });
       }
     }
@@ -295,7 +295,7 @@ int Run(const Options& options) {
                SHIM_VERSION);
   LogConfig(config);
   sources.Start();
-  sd_notify(0, "READY=1");
+  NotifySystemd("READY=1");
   loop.Run();
 
   loop.Remove(sfd);
