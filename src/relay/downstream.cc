@@ -127,6 +127,9 @@ int DownstreamConnection::OnFrameRecv(nghttp2_session*, const nghttp2_frame* fra
         if (auto stream = self->Find(id)) stream->OnRequestEnd();
       }
       break;
+    case NGHTTP2_PING:
+      if (!(frame->hd.flags & NGHTTP2_FLAG_ACK)) self->DeferPingAck(frame->ping.opaque_data);
+      break;
     default:
       break;
   }

@@ -24,13 +24,36 @@ nghttp2_option* NewRelayOptions() {
   // grpc-go sends :authority equal to the socket path, which nghttp2's HTTP checks reject.
   nghttp2_option_set_no_http_messaging(option, 1);
   nghttp2_option_set_no_auto_window_update(option, 1);
+  nghttp2_option_set_no_auto_ping_ack(option, 1);  // see DeferPingAck
   return option;
 }
 
 Http2Connection::Http2Connection(EventLoop& loop, int fd, std::string name)
     : loop_(loop), fd_(fd), name_(std::move(name)) {}
 
+void Http2Connection::DeferPingAck(const uint8_t opaque[8]) {
+  std::array<uint8_t, 8> data;
+  std::memcpy(data.data(), opaque, data.size());
+  ping_acks_.push_back(data);
+  if (ping_ack_timer_ == 0) {
+    ping_ack_timer_ = loop_.AddTimer(kPingAckDelay, [this] {
+      ping_ack_timer_ = 0;
+      if (ping_acks_.empty()) return;
+      SubmitPingAcks();
+      Flush();
+    });
+  }
+}
+
+void Http2Connection::SubmitPingAcks() {
+  for (const auto& data : ping_acks_) {
+    nghttp2_submit_ping(session_, NGHTTP2_FLAG_ACK, data.data());
+  }
+  ping_acks_.clear();
+}
+
 Http2Connection::~Http2Connection() {
+  if (ping_ack_timer_ != 0) loop_.Cancel(ping_ack_timer_);
   if (session_ != nullptr) nghttp2_session_del(session_);
   if (fd_ >= 0) {
     loop_.Remove(fd_);
@@ -102,6 +125,8 @@ void Http2Connection::OnEvents(uint32_t events) {
 
 void Http2Connection::Flush() {
   if (closing_) return;
+  // Owed ACKs go with whatever else leaves now.
+  if (!ping_acks_.empty() && nghttp2_session_want_write(session_)) SubmitPingAcks();
   bool more_in_session = false;
   while (true) {
     if (out_.size() - out_head_ >= kMaxPendingOutput) {

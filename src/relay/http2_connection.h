@@ -8,9 +8,11 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "relay/event_loop.h"
 
@@ -48,6 +50,11 @@ class Http2Connection {
   void Resume(int32_t stream_id);
   void ResetStream(int32_t stream_id, uint32_t error_code);
 
+  // A PING from the peer: its ACK rides along with the next frames this connection sends, or
+  // goes alone after kPingAckDelay. gRPC peers ping with every call (bandwidth estimation);
+  // answering at once cost a system call and a wake-up of the peer per call.
+  void DeferPingAck(const uint8_t opaque[8]);
+
  protected:
   // Subclasses create session_ and then call Start().
   void Start();
@@ -61,6 +68,7 @@ class Http2Connection {
   void OnEvents(uint32_t events);
   void Flush();
   void TearDown();
+  void SubmitPingAcks();
 
   int fd_;
   std::string name_;
@@ -71,7 +79,12 @@ class Http2Connection {
   bool closing_ = false;
   std::string close_reason_;
   ClosedCallback on_closed_;
+  std::vector<std::array<uint8_t, 8>> ping_acks_;  // owed to the peer
+  EventLoop::TimerId ping_ack_timer_ = 0;
 };
+
+// How long a PING's ACK may wait for other frames to travel with.
+inline constexpr std::chrono::milliseconds kPingAckDelay{2};
 
 // nghttp2 options shared by both sides: the shim passes gRPC's own header rules through and
 // acknowledges data only as it leaves (backpressure).

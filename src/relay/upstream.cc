@@ -115,6 +115,9 @@ int UpstreamConnection::OnFrameRecv(nghttp2_session*, const nghttp2_frame* frame
       spdlog::debug("runtime sent GOAWAY conn={} last_stream={} code={}", self->name(),
                     frame->goaway.last_stream_id, frame->goaway.error_code);
       break;
+    case NGHTTP2_PING:
+      if (!(frame->hd.flags & NGHTTP2_FLAG_ACK)) self->DeferPingAck(frame->ping.opaque_data);
+      break;
     default:
       break;
   }

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <optional>
 #include <chrono>
 #include <filesystem>
 #include <thread>
@@ -352,6 +353,41 @@ TEST_F(RelayTest, GarbageAndSilentClientsDoNotDisturbOthers) {
   ASSERT_TRUE(stub->Unary(&context, request, &reply).ok());
   EXPECT_EQ(reply.payload(), "still here");
   close(silent);
+}
+
+// Reads HTTP/2 frames from `fd` until one of `type` with `flags` set arrives; returns its payload.
+std::optional<std::string> ReadFrameUntil(int fd, uint8_t type, uint8_t flags) {
+  std::string buffer;
+  char chunk[4096];
+  while (true) {
+    while (buffer.size() >= 9) {
+      auto b = reinterpret_cast<const unsigned char*>(buffer.data());
+      size_t length = (size_t{b[0]} << 16) | (size_t{b[1]} << 8) | b[2];
+      if (buffer.size() < 9 + length) break;
+      if (b[3] == type && (b[4] & flags) == flags) return buffer.substr(9, length);
+      buffer.erase(0, 9 + length);
+    }
+    ssize_t n = read(fd, chunk, sizeof chunk);
+    if (n <= 0) return std::nullopt;
+    buffer.append(chunk, static_cast<size_t>(n));
+  }
+}
+
+TEST_F(RelayTest, PingsAreAnsweredEvenWhenNothingElseIsSent) {
+  int fd = RawConnect(dir_ + "/shim.sock");
+  ASSERT_GE(fd, 0);
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string out = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+  out += std::string("\0\0\0\x04\0\0\0\0\0", 9);  // empty SETTINGS
+  out += std::string("\0\0\x08\x06\0\0\0\0\0", 9) + "12345678";  // PING
+  ASSERT_EQ(write(fd, out.data(), out.size()), static_cast<ssize_t>(out.size()));
+  auto start = std::chrono::steady_clock::now();
+  auto ack = ReadFrameUntil(fd, 0x6, 0x1);
+  ASSERT_TRUE(ack.has_value()) << "no PING ACK";
+  EXPECT_EQ(*ack, "12345678");
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);
+  close(fd);
 }
 
 TEST(RelayDownTest, RuntimeDownAnswersUnavailableNamingTheSocket) {
