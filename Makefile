@@ -38,6 +38,33 @@ package: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS) --target image-cri-shim
 	cd $(BUILD_DIR) && cpack -G DEB
 
+# Sanitizers (issue: reliability and security): the whole ctest suite built with
+# ASan+UBSan (gcc, no recovery) or TSan, each in its own directory; the e2e tests then run the
+# sanitized shim. Every report of any process fails the run (tests/sanitizers/run-ctest.sh);
+# SAN_CTEST_ARGS go to ctest (e.g. -L unit).
+.PHONY: test-asan test-tsan fuzz
+test-asan: deps
+	cmake -S . -B build-asan -DSHIM_SANITIZE=address $(CMAKE_FLAGS)
+	cmake --build build-asan -j $(JOBS)
+	bash tests/sanitizers/run-ctest.sh build-asan address $(SAN_CTEST_ARGS)
+
+test-tsan: deps
+	cmake -S . -B build-tsan -DSHIM_SANITIZE=thread $(CMAKE_FLAGS)
+	cmake --build build-tsan -j $(JOBS)
+	bash tests/sanitizers/run-ctest.sh build-tsan thread $(SAN_CTEST_ARGS)
+
+# libFuzzer targets (fuzz/), built with clang, ASan and UBSan in build-fuzz, each run for
+# FUZZ_SECONDS on a copy of its seed corpus; FUZZ_TARGETS picks some (default: all).
+# -Werror is off there: clang may warn where gcc, the compiler of record, does not.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+fuzz:
+	bash scripts/install-deps.sh fuzz
+	cmake -S . -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DSHIM_FUZZ=ON -DSHIM_BUILD_TESTS=OFF \
+	  -DSHIM_SANITIZE=address -DSHIM_WERROR=OFF
+	cmake --build build-fuzz -j $(JOBS) --target fuzz_targets
+	bash fuzz/run.sh build-fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
 format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')
 

@@ -17,6 +17,10 @@ packages=(
   # make package (CPack DEB: dpkg-shlibdeps, file) and its test (systemd-analyze verify)
   dpkg-dev file systemd
 )
+# `install-deps.sh fuzz` (make fuzz): clang and its libFuzzer runtime; make test needs neither.
+if [ "${1:-}" = fuzz ]; then
+  packages+=(clang libclang-rt-14-dev)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

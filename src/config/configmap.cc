@@ -365,7 +365,10 @@ MergeResult MergeConfigMap(const std::string& local_text, const std::string& loc
     }
     for (const auto& item : *converted) merged[item.first.Scalar()] = item.second;
     result.text = Emit(merged);
-    result.changed = result.text != (local.IsNull() ? std::string("\n") : Emit(local));
+    // Compared as the file reads back: a node built here (an empty list) prints in another
+    // style than the same node loaded from text, and that is no change in substance.
+    result.changed =
+        Emit(YAML::Load(result.text)) != (local.IsNull() ? std::string("\n") : Emit(local));
   } catch (const std::exception& e) {
     result.errors.push_back(source + ": cannot merge: " + e.what());
     return result;

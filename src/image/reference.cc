@@ -262,7 +262,6 @@ StatusOr<Reference> ParseReference(std::string_view text) {
     rest = rest.substr(0, colon);
   }
   if (rest.empty()) return fail("empty repository name");
-  if (rest.size() > kNameMaxLength) return fail("repository name longer than 255 characters");
 
   std::string_view remainder = rest;
   std::string domain(kDockerHub);
@@ -282,6 +281,12 @@ StatusOr<Reference> ParseReference(std::string_view text) {
   ref.path = std::string(remainder);
   if (ref.domain == kDockerHub && ref.path.find('/') == std::string::npos) {
     ref.path = "library/" + ref.path;
+  }
+  // Like distribution, the limit applies to the normalised name ("docker.io/library/x"), the
+  // one the runtime checks: a name as given may grow ("x") or shrink ("index.docker.io/x").
+  if (ref.Name().size() > kNameMaxLength) {
+    return fail("repository name longer than 255 characters once normalised (" +
+                std::to_string(ref.Name().size()) + ")");
   }
   if (ref.tag.empty() && ref.digest.empty()) ref.tag = "latest";
   return ref;

@@ -108,6 +108,20 @@ TEST(ConfigMapMerge, AnExplicitlyEmptyListEmptiesIt) {
   EXPECT_EQ(r.loaded.config->registries.size(), 1u);
 }
 
+// Found by fuzz/fuzz_configmap: a merged empty list printed in another style ("registries:\n
+// []") than the same list read back from the file ("registries: []"), so every sync and reload
+// found the file changed and rewrote it.
+TEST(ConfigMapMerge, AnEmptyListMergedAgainChangesNothing) {
+  for (const char* payload : {"registries: []\n", "registries: ~\n"}) {
+    config::MergeResult first = Merge(kLocal, payload);
+    ASSERT_TRUE(first.ok()) << Messages(first);
+    EXPECT_TRUE(first.changed);
+    config::MergeResult second = Merge(first.text, payload);
+    ASSERT_TRUE(second.ok()) << Messages(second);
+    EXPECT_FALSE(second.changed) << payload << second.text;
+  }
+}
+
 TEST(ConfigMapMerge, NodeKeysNeverComeFromThePayload) {
   config::MergeResult r = Merge(kLocal,
                                 "shim: /tmp/evil.sock\ncri: /tmp/evil2.sock\nmetricsAddress: "

@@ -1,6 +1,12 @@
 #include "shim_process.h"
 
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
 #include <cstdlib>
+#include <filesystem>
+#include <iostream>
 #include <stdexcept>
 
 #include "test_util.h"
@@ -16,7 +22,29 @@ std::string ShimBinaryPath() {
   return env != nullptr && *env != '\0' ? env : SHIM_BINARY_PATH;
 }
 
+namespace {
+
+// Copies the log to $SHIM_E2E_LOG_DIR, if set. Never throws: it runs from destructors.
+void CopyLogForSuiteCheck(const std::string& log_path, const std::string& name) {
+  const char* dir = getenv("SHIM_E2E_LOG_DIR");
+  if (dir == nullptr || *dir == '\0') return;
+  std::error_code ec;
+  if (!std::filesystem::exists(log_path, ec)) return;  // never launched
+  std::filesystem::create_directories(dir, ec);
+  std::filesystem::copy_file(log_path, std::filesystem::path(dir) / name,
+                             std::filesystem::copy_options::overwrite_existing, ec);
+  if (ec) {
+    std::cerr << "shim_process: cannot copy " << log_path << " to " << dir << ": " << ec.message()
+              << "\n";
+  }
+}
+
+}  // namespace
+
 ShimProcess::ShimProcess(ShimOptions options) : options_(std::move(options)) {
+  static std::atomic<int> instances{0};
+  log_copy_name_ = std::string(program_invocation_short_name) + "-" + std::to_string(getpid()) +
+                   "-" + std::to_string(++instances) + ".log";
   if (options_.binary.empty()) options_.binary = ShimBinaryPath();
   if (options_.log_path.empty()) options_.log_path = options_.config_path + ".log";
   std::vector<std::string> argv = {options_.binary, "--file", options_.config_path};
@@ -52,7 +80,9 @@ void ShimProcess::Start(std::chrono::milliseconds timeout) {
 }
 
 ExitStatus ShimProcess::Stop(std::chrono::milliseconds grace) {
-  return process_->Stop(grace);
+  ExitStatus status = process_->Stop(grace);
+  CopyLogForSuiteCheck(options_.log_path, log_copy_name_);
+  return status;
 }
 
 bool ShimProcess::Signal(int sig) {

@@ -3,6 +3,9 @@
 // exits 0), its log kept for assertions. The binary is the build's (compile-time path from
 // $<TARGET_FILE:image-cri-shim>), or $SHIM_BINARY when set. For tests and test tools; one
 // owner thread.
+//
+// With $SHIM_E2E_LOG_DIR set (add_e2e_test sets it), every Stop also copies the shim's log there
+// as <test binary>-<pid>-<n>.log, for the suite-wide secret check that runs after the e2e tests.
 #pragma once
 
 #include <chrono>
@@ -55,6 +58,7 @@ class ShimProcess {
  private:
   ShimOptions options_;
   std::unique_ptr<Subprocess> process_;
+  std::string log_copy_name_;  // file name under $SHIM_E2E_LOG_DIR
 };
 
 }  // namespace shim::testing

@@ -86,6 +86,11 @@ INSTANTIATE_TEST_SUITE_P(
         ValidCase{"app@sha512:" + std::string(128, 'c'), "docker.io", "library/app", "",
                   "sha512:" + std::string(128, 'c'),
                   "docker.io/library/app@sha512:" + std::string(128, 'c')},
+        // The 255-character limit is on the normalised name, as the runtime sees it: an alias
+        // folded away makes room (found by fuzz/fuzz_reference).
+        ValidCase{"index.docker.io/team/" + std::string(240, 'a'), "docker.io",
+                  "team/" + std::string(240, 'a'), "latest", "",
+                  "docker.io/team/" + std::string(240, 'a') + ":latest"},
         // "localhost:5000" alone is Docker Hub's library/localhost with tag 5000.
         ValidCase{"localhost:5000", "docker.io", "library/localhost", "5000", "",
                   "docker.io/library/localhost:5000"}));
@@ -136,7 +141,11 @@ INSTANTIATE_TEST_SUITE_P(
         InvalidCase{"host.com:port/app", "is not a number"},
         InvalidCase{"host.com:99999/app", "between 1 and 65535"},
         InvalidCase{"host.com:/app", "is not a number"}, InvalidCase{kHex64, "image id"},
-        InvalidCase{"quay.io/" + std::string(250, 'a'), "longer than 255"}));
+        InvalidCase{"quay.io/" + std::string(250, 'a'), "longer than 255"},
+        // Short enough as given, too long once "docker.io/" (and "library/") is added: the
+        // runtime would reject the rewritten or original name (found by fuzz/fuzz_reference).
+        InvalidCase{"team/" + std::string(245, 'a'), "longer than 255"},
+        InvalidCase{std::string(240, 'a') + ":v1", "longer than 255"}));
 
 TEST(LooksLikeImageId, Table) {
   struct Case {
