@@ -33,6 +33,9 @@ inline constexpr TestCredential kTestCredentials[] = {
     {"cfg-user-a", "cfg-pw-A-83jd"},
     {"cfg-user-b", "cfg-pw-B-19xk"},
     {"cfg-user-b", "wrong-password"},
+    // e2e_secret_test.cc
+    {"sec-e2e-user", "sec-e2e-pw-1-Hq4v"},
+    {"sec-e2e-user", "sec-e2e-pw-2-Tn8c"},
     // e2e_runtime_test.cc (containerd directly, no shim; listed for completeness)
     {"alice", "a:secret with spaces"},
     {"bob", "b-secret"},
@@ -45,6 +48,7 @@ inline constexpr TestCredential kTestCredentials[] = {
 // Bearer tokens and other secrets that are not a user:password pair.
 inline constexpr std::string_view kTestTokens[] = {
     "e2e-kube-token-7c1d0e",  // e2e_config_test.cc: the Kubernetes API test server's token
+    "e2e-secret-token-3b9f",  // e2e_secret_test.cc: the same for its own server
 };
 
 // Standard base64 with padding.
