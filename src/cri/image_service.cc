@@ -9,6 +9,7 @@
 #include "cri_image.pb.h"
 #include "image/reference.h"
 #include "image/rewriter.h"
+#include "util/log.h"
 
 namespace shim::cri {
 
@@ -254,9 +255,9 @@ void ImageService::TryNextCandidate(std::shared_ptr<PullAttempt> attempt) {
         }
         PullFailure failure = ClassifyPullFailure(answer.code, answer.message);
         if (observer_ != nullptr) observer_->OnPullResult(label, PullFailureLabel(failure));
-        spdlog::warn("pull {} -> {} via {}: {} after {} error=\"{}\"", attempt->requested,
+        spdlog::warn("pull {} -> {} via {}: {} after {} error={}", attempt->requested,
                      candidate.image, candidate.registry, PullFailureName(failure),
-                     Seconds(took), Shorten(answer.message));
+                     Seconds(took), log::Quoted(Shorten(answer.message)));
         if (failure == PullFailure::kInvalidReference) {
           return FinishPull(attempt, &answer, GrpcCode::kOk, "");
         }
@@ -396,8 +397,8 @@ void ImageService::Status(std::shared_ptr<InterceptedCall> call, std::string_vie
         } else if (answer.ok()) {
           spdlog::info("status {}: absent {}", requested, Millis(took));
         } else {
-          spdlog::info("status {}: {} {} error=\"{}\"", requested, relay::GrpcCodeName(answer.code),
-                       Millis(took), Shorten(answer.message));
+          spdlog::info("status {}: {} {} error={}", requested, relay::GrpcCodeName(answer.code),
+                       Millis(took), log::Quoted(Shorten(answer.message)));
         }
         call->Reply(answer);
       });

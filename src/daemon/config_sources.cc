@@ -108,8 +108,8 @@ class ConfigSources::Worker {
                             IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE) < 0) {
       spdlog::warn(
           "cannot watch the configuration directory; changes are picked up every "
-          "reloadInterval and on SIGHUP only dir={} error=\"{}\"",
-          directory_, std::strerror(errno));
+          "reloadInterval and on SIGHUP only dir={} error={}",
+          directory_, log::Quoted(std::strerror(errno)));
     }
     // The daemon loaded the file just before; if it changed since, that change is a reload.
     std::string error;
@@ -217,8 +217,8 @@ class ConfigSources::Worker {
     for (const auto& e : errors) {
       spdlog::error(
           "config reload rejected, the running configuration stays source={} "
-          "error=\"{}\"",
-          ReloadSourceName(source), e);
+          "error={}",
+          ReloadSourceName(source), log::Quoted(e));
     }
     Count(source, false);
   }
@@ -307,8 +307,8 @@ class ConfigSources::Worker {
     if (!status.ok()) {
       spdlog::error(
           "cannot write the merged configuration; it is applied in memory only "
-          "error=\"{}\"",
-          status.message());
+          "error={}",
+          log::Quoted(status.message()));
       return false;
     }
     spdlog::info("configuration file updated from the ConfigMap path={} mode=0600", path_);
@@ -424,8 +424,8 @@ class ConfigSources::Worker {
     it->second.answered = true;
     kube_dirty_ = true;
     if (!it->second.config->ok()) {
-      spdlog::warn("Secret cannot supply registry credentials secret={} error=\"{}\"",
-                   SecretName(name), it->second.config->error);
+      spdlog::warn("Secret cannot supply registry credentials secret={} error={}",
+                   SecretName(name), log::Quoted(it->second.config->error));
     } else {
       spdlog::info("Secret read secret={} registries={}", SecretName(name),
                    it->second.config->auths.size());

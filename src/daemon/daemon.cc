@@ -233,9 +233,9 @@ int Run(const Options& options) {
     if (up) {
       spdlog::info("registry is back up registry={}; pulls go to it again", registry);
     } else {
-      spdlog::warn("registry marked down registry={} reason=\"{}\"; it goes last until a probe "
-                   "sees it answer",
-                   registry, reason);
+      spdlog::warn("registry marked down, it goes last until a probe sees it answer registry={} "
+                   "reason={}",
+                   registry, log::Quoted(reason));
     }
   });
   registry::Prober prober(health, store);
@@ -277,7 +277,6 @@ int Run(const Options& options) {
     signalfd_siginfo info;
     while (read(sfd, &info, sizeof info) == sizeof info) {
       if (info.ssi_signo == SIGHUP) {
-        spdlog::info("SIGHUP: reloading configuration");
         NotifySystemd("RELOADING=1");
         sources.RequestReload();
       } else if (!stopping) {

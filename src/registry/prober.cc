@@ -1,4 +1,5 @@
 #include "registry/prober.h"
+#include "util/log.h"
 
 #include <curl/curl.h>
 
@@ -182,7 +183,7 @@ void Prober::Loop() {
         if (result.state == ProbeResult::State::kUp) {
           health_.MarkUp(address);
         } else {
-          spdlog::debug("registry still down registry={} reason=\"{}\"", address, result.detail);
+          spdlog::debug("registry still down registry={} reason={}", address, log::Quoted(result.detail));
           health_.ProbeFailed(address, result.detail);
         }
       }

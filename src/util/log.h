@@ -8,6 +8,9 @@
 // be called from any thread afterwards (a reload applies `debug` live).
 #pragma once
 
+#include <string>
+#include <string_view>
+
 namespace shim::log {
 
 // Installs the default logger; debug = true enables debug-level lines.
@@ -17,5 +20,9 @@ void Init(bool debug);
 void SetDebug(bool on);
 
 bool DebugEnabled();
+
+// `text` as a quoted key=value value: "..." with backslash, quote and newline escaped, so a
+// line stays machine-splittable whatever an error message contains.
+std::string Quoted(std::string_view text);
 
 }  // namespace shim::log

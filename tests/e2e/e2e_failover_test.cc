@@ -170,7 +170,7 @@ TEST_F(FailoverE2E, PrimaryStoppedThePullComesFromTheBackupWithoutWaiting) {
   EXPECT_TRUE(StoredAs(backup_->ImageName("library/fo-stopped:1")));
   // A refused connection is answered at once; nothing waits for a timeout.
   EXPECT_LT(took, 10s);
-  EXPECT_EQ(CountLog("registry marked down registry=" + primary_->Address()), 1);
+  EXPECT_EQ(CountLog("registry=" + primary_->Address() + " reason="), 1);
 }
 
 TEST_F(FailoverE2E, RecoveredPrimaryGetsThePullsBackOnceTheProberSeesIt) {
@@ -260,16 +260,23 @@ TEST_F(FailoverE2E, CallerCancelStopsTheFailover) {
   PushImage(*backup_, "library/fo-cancel:1");
   SilentServer silent;
   StartShim("https://registry-c.test:" + std::to_string(silent.port()), "");
+  // A cancel, not a deadline: a deadline would also reach containerd as grpc-timeout and stop
+  // its pull by itself, proving nothing about the shim.
   CallOptions options;
-  options.timeout = 1500ms;
+  options.cancel_after = 1500ms;
   auto status = client_->PullImage("fo-cancel:1", nullptr, nullptr, options);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << Describe(status);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED) << Describe(status);
   ASSERT_TRUE(WaitUntil([&] { return CountLog("cancelled by the caller") == 1; }, 5s, 50ms))
       << shim_->Log();
   // The runtime's pull was cancelled too, and the backup was never tried.
-  EXPECT_TRUE(WaitUntil([&] { return containerd_->LogText().find("context canceled") !=
-                                     std::string::npos; },
-                        10s, 100ms));
+  // Go words it "context canceled", or "operation was canceled" when the dial was under way;
+  // never "deadline exceeded": no deadline was set.
+  auto cancelled = [&] {
+    std::string log = containerd_->LogText();
+    return log.find("context canceled") != std::string::npos ||
+           log.find("operation was canceled") != std::string::npos;
+  };
+  EXPECT_TRUE(WaitUntil(cancelled, 10s, 100ms)) << TailLines(containerd_->LogText(), 15);
   std::this_thread::sleep_for(1s);
   EXPECT_EQ(backup_->CountRequests("HEAD", "/v2/library/fo-cancel/manifests/1"), 0);
   EXPECT_FALSE(StoredAs(backup_->ImageName("library/fo-cancel:1")));

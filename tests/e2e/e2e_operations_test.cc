@@ -948,10 +948,7 @@ TEST_F(OperationsE2E, LogLinesOfPullsKeepTheFormatAndNoSecret) {
 
 // A pull the registry fails (unknown image): the runtime's error text holds quotes, and a
 // quoted value must escape them, or the line cannot be split into key=value pairs.
-// DISABLED: known daemon bug: src/cri/image_service.cc formats error="{}" without escaping the
-// quotes inside ("pull {} -> {} via {}: {} after {} error=...", and "status {}: ..." likewise);
-// enable once that is fixed.
-TEST_F(OperationsE2E, DISABLED_FailedPullLogLineQuotesItsError) {
+TEST_F(OperationsE2E, FailedPullLogLineQuotesItsError) {
   ShimProcess& shim = NewShim({});
   shim.Start();
   CriClient client(socket_);

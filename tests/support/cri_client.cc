@@ -75,6 +75,10 @@ grpc::Status CriClient::Call(const std::string& path, const std::string& request
                          });
   {
     std::unique_lock lock(mu);
+    if (options.cancel_after &&
+        !done_cv.wait_for(lock, *options.cancel_after, [&] { return done; })) {
+      context.TryCancel();  // as kubelet does when it gives up on a call
+    }
     done_cv.wait(lock, [&] { return done; });
   }
 

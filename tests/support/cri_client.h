@@ -29,6 +29,8 @@ struct CallOptions {
   std::vector<std::pair<std::string, std::string>> metadata = {};  // sent as client metadata
   std::optional<std::chrono::milliseconds> timeout = {};           // deadline; none by default
   bool wait_for_ready = false;  // queue the call until the socket is there (until the deadline)
+  // Cancels the call (RST_STREAM CANCEL, no deadline involved) if no answer came by then.
+  std::optional<std::chrono::milliseconds> cancel_after = {};
 };
 
 // What the server sent besides the message (filled when the caller asks for it).
