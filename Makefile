@@ -2,6 +2,10 @@
 BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
+# ccache (installed by scripts/install-deps.sh) shares compiled objects between clones of the
+# project: paths are hashed relative to the clone, so a fresh checkout rebuilds from the cache.
+export CCACHE_BASEDIR ?= $(CURDIR)
+export CCACHE_NOHASHDIR ?= 1
 
 .PHONY: all deps configure build test demo bench clean format install package
 
