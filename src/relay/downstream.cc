@@ -6,7 +6,7 @@ namespace shim::relay {
 
 namespace {
 DownstreamConnection* Self(void* user_data) {
-  return static_cast<DownstreamConnection*>(user_data);
+  return static_cast<DownstreamConnection*>(static_cast<Http2Connection*>(user_data));
 }
 // Per connection; gRPC clients queue beyond it rather than fail.
 constexpr uint32_t kMaxConcurrentStreams = 1024;
@@ -23,7 +23,7 @@ DownstreamConnection::DownstreamConnection(EventLoop& loop, int fd, std::string 
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, OnDataChunk);
   nghttp2_session_callbacks_set_on_stream_close_callback(cb, OnStreamClose);
   nghttp2_option* option = NewRelayOptions();
-  nghttp2_session_server_new2(&session_, cb, this, option);
+  nghttp2_session_server_new2(&session_, cb, static_cast<Http2Connection*>(this), option);
   nghttp2_option_del(option);
   nghttp2_session_callbacks_del(cb);
 
@@ -85,23 +85,6 @@ void DownstreamConnection::OnClosed(const std::string&) {
   for (auto& [id, stream] : streams) stream->OnDownstreamClosed(NGHTTP2_CANCEL);
 }
 
-int DownstreamConnection::OnBeginHeaders(nghttp2_session*, const nghttp2_frame* frame,
-                                         void* user_data) {
-  auto* self = Self(user_data);
-  self->scratch_.clear();
-  self->scratch_stream_ = frame->hd.stream_id;
-  return 0;
-}
-
-int DownstreamConnection::OnHeader(nghttp2_session*, const nghttp2_frame*, const uint8_t* name,
-                                   size_t namelen, const uint8_t* value, size_t valuelen, uint8_t,
-                                   void* user_data) {
-  Self(user_data)->scratch_.push_back(
-      {std::string(reinterpret_cast<const char*>(name), namelen),
-       std::string(reinterpret_cast<const char*>(value), valuelen)});
-  return 0;
-}
-
 int DownstreamConnection::OnFrameRecv(nghttp2_session*, const nghttp2_frame* frame,
                                       void* user_data) {
   auto* self = Self(user_data);
@@ -110,8 +93,7 @@ int DownstreamConnection::OnFrameRecv(nghttp2_session*, const nghttp2_frame* fra
   switch (frame->hd.type) {
     case NGHTTP2_HEADERS:
       if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
-        Headers headers = std::move(self->scratch_);
-        self->scratch_.clear();
+        Headers headers = self->TakeHeaders();
         if (FindHeader(headers, ":path") == nullptr) {
           self->ResetStream(id, NGHTTP2_PROTOCOL_ERROR);
           return 0;

@@ -61,6 +61,20 @@ Http2Connection::~Http2Connection() {
   }
 }
 
+int Http2Connection::OnBeginHeaders(nghttp2_session*, const nghttp2_frame*, void* user_data) {
+  static_cast<Http2Connection*>(user_data)->scratch_.clear();
+  return 0;
+}
+
+int Http2Connection::OnHeader(nghttp2_session*, const nghttp2_frame*, const uint8_t* name,
+                              size_t namelen, const uint8_t* value, size_t valuelen, uint8_t,
+                              void* user_data) {
+  static_cast<Http2Connection*>(user_data)->scratch_.push_back(
+      {std::string(reinterpret_cast<const char*>(name), namelen),
+       std::string(reinterpret_cast<const char*>(value), valuelen)});
+  return 0;
+}
+
 void Http2Connection::Start() {
   loop_.Add(fd_, EPOLLIN, [this](uint32_t events) { OnEvents(events); });
   ScheduleFlush();

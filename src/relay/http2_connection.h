@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "relay/event_loop.h"
+#include "relay/grpc_wire.h"
 
 namespace shim::relay {
 
@@ -56,8 +57,16 @@ class Http2Connection {
   void DeferPingAck(const uint8_t opaque[8]);
 
  protected:
-  // Subclasses create session_ and then call Start().
+  // Subclasses create session_ with `static_cast<Http2Connection*>(this)` as its user data and
+  // these two as their begin-headers and header callbacks, then call Start().
   void Start();
+  static int OnBeginHeaders(nghttp2_session*, const nghttp2_frame*, void* user_data);
+  static int OnHeader(nghttp2_session*, const nghttp2_frame*, const uint8_t* name,
+                      size_t namelen, const uint8_t* value, size_t valuelen, uint8_t,
+                      void* user_data);
+  // The header block being received (blocks never interleave in HTTP/2), complete when the
+  // HEADERS frame arrives in the subclass's frame callback.
+  Headers TakeHeaders() { return std::move(scratch_); }
   // Every stream still open learns that the connection is gone. Runs once.
   virtual void OnClosed(const std::string& reason) = 0;
 
@@ -80,6 +89,7 @@ class Http2Connection {
   std::string close_reason_;
   ClosedCallback on_closed_;
   std::vector<std::array<uint8_t, 8>> ping_acks_;  // owed to the peer
+  Headers scratch_;
   EventLoop::TimerId ping_ack_timer_ = 0;
 };
 

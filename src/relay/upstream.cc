@@ -14,7 +14,9 @@
 namespace shim::relay {
 
 namespace {
-UpstreamConnection* Self(void* user_data) { return static_cast<UpstreamConnection*>(user_data); }
+UpstreamConnection* Self(void* user_data) {
+  return static_cast<UpstreamConnection*>(static_cast<Http2Connection*>(user_data));
+}
 }  // namespace
 
 UpstreamConnection::UpstreamConnection(EventLoop& loop, int fd, std::string name)
@@ -27,7 +29,7 @@ UpstreamConnection::UpstreamConnection(EventLoop& loop, int fd, std::string name
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, OnDataChunk);
   nghttp2_session_callbacks_set_on_stream_close_callback(cb, OnStreamClose);
   nghttp2_option* option = NewRelayOptions();
-  nghttp2_session_client_new2(&session_, cb, this, option);
+  nghttp2_session_client_new2(&session_, cb, static_cast<Http2Connection*>(this), option);
   nghttp2_option_del(option);
   nghttp2_session_callbacks_del(cb);
 
@@ -79,20 +81,6 @@ void UpstreamConnection::OnClosed(const std::string& reason) {
   for (auto& [id, stream] : streams) stream->OnUpstreamClosed(NGHTTP2_INTERNAL_ERROR, reason);
 }
 
-int UpstreamConnection::OnBeginHeaders(nghttp2_session*, const nghttp2_frame*, void* user_data) {
-  Self(user_data)->scratch_.clear();
-  return 0;
-}
-
-int UpstreamConnection::OnHeader(nghttp2_session*, const nghttp2_frame*, const uint8_t* name,
-                                 size_t namelen, const uint8_t* value, size_t valuelen, uint8_t,
-                                 void* user_data) {
-  Self(user_data)->scratch_.push_back(
-      {std::string(reinterpret_cast<const char*>(name), namelen),
-       std::string(reinterpret_cast<const char*>(value), valuelen)});
-  return 0;
-}
-
 int UpstreamConnection::OnFrameRecv(nghttp2_session*, const nghttp2_frame* frame,
                                     void* user_data) {
   auto* self = Self(user_data);
@@ -102,11 +90,10 @@ int UpstreamConnection::OnFrameRecv(nghttp2_session*, const nghttp2_frame* frame
       if (!stream) break;
       bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
       if (frame->headers.cat == NGHTTP2_HCAT_RESPONSE) {
-        stream->OnResponseHeaders(std::move(self->scratch_), end);
+        stream->OnResponseHeaders(self->TakeHeaders(), end);
       } else if (end) {
-        stream->OnResponseTrailers(std::move(self->scratch_));
+        stream->OnResponseTrailers(self->TakeHeaders());
       }
-      self->scratch_.clear();
       break;
     }
     case NGHTTP2_GOAWAY:

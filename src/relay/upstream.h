@@ -37,9 +37,6 @@ class UpstreamConnection : public Http2Connection {
   void OnClosed(const std::string& reason) override;
 
  private:
-  static int OnBeginHeaders(nghttp2_session*, const nghttp2_frame*, void*);
-  static int OnHeader(nghttp2_session*, const nghttp2_frame*, const uint8_t*, size_t,
-                      const uint8_t*, size_t, uint8_t, void*);
   static int OnFrameRecv(nghttp2_session*, const nghttp2_frame*, void*);
   static int OnDataChunk(nghttp2_session*, uint8_t, int32_t, const uint8_t*, size_t, void*);
   static int OnStreamClose(nghttp2_session*, int32_t, uint32_t, void*);
@@ -50,7 +47,6 @@ class UpstreamConnection : public Http2Connection {
   void CloseIfDrained();
 
   std::unordered_map<int32_t, std::shared_ptr<UpstreamStream>> streams_;
-  Headers scratch_;  // header block being received (blocks never interleave in HTTP/2)
   bool draining_ = false;
 };
 
