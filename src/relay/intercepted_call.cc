@@ -41,9 +41,11 @@ void InterceptedCall::OnRequestEnd() {
   interceptor_.Handle(shared_from_this());
 }
 
-void InterceptedCall::OnDownstreamClosed(uint32_t error_code) {
+void InterceptedCall::OnDownstreamClosed(uint32_t) {
   down_ = nullptr;
-  if (!finished_ && error_code != NGHTTP2_NO_ERROR) {
+  // Closed before the reply, whatever the code (a client may reset with NO_ERROR): the caller
+  // is gone, so is its call.
+  if (!finished_) {
     cancelled_ = true;
     if (observer_ != nullptr) {
       observer_->OnCallFinished(method_, static_cast<int>(GrpcCode::kCancelled),
