@@ -292,7 +292,8 @@ TEST_F(ConfigE2E, LocalFileEditRenameSighupAndInvalidEdit) {
 
   WriteFile(path_, with_b("timeout: soon\n"));  // invalid: rejected, A keeps serving
   ASSERT_TRUE(LogHas("config reload rejected")) << shim_->Log();
-  EXPECT_TRUE(LogHas("timeout: \"soon\" is not a duration"));
+  // Quoted values in log lines escape their quotes.
+  EXPECT_TRUE(LogHas("timeout: \\\"soon\\\" is not a duration"));
   EXPECT_EQ(Pull(), id_a_);
 
   shim_->Signal(SIGHUP);

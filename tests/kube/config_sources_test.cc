@@ -151,7 +151,8 @@ TEST_F(ConfigSourcesTest, LocalFileEditRenameSignalAndInvalidEdit) {
   WriteFile(path_, LocalConfig("timeout: soon\n"));
   ASSERT_TRUE(WaitUntil([&] { return Failed(ReloadSource::kFile) == 1; }, 5s)) << Log();
   EXPECT_EQ(Current(), before);
-  EXPECT_NE(Log().find("timeout: \"soon\" is not a duration"), std::string::npos) << Log();
+  // Quoted values in log lines escape their quotes.
+  EXPECT_NE(Log().find("timeout: \\\"soon\\\" is not a duration"), std::string::npos) << Log();
 
   // SIGHUP re-reads even an unchanged file (here: the invalid one again, rejected again).
   sources_->RequestReload();
