@@ -99,7 +99,9 @@ void AddStateCollectors(Metrics& metrics, const config::ConfigStore& store,
   metrics.AddCollector([&store, &health](std::string& out) {
     out += "# HELP image_cri_shim_registry_up 1 unless pulls found the registry down and no "
            "probe has seen it answer since.\n# TYPE image_cri_shim_registry_up gauge\n";
-    for (const auto& r : store.Get()->registries) {
+    // Held for the loop: a reload may drop the store's reference while this thread reads.
+    config::ConfigPtr config = store.Get();
+    for (const auto& r : config->registries) {
       out += fmt::format("image_cri_shim_registry_up{{registry=\"{}\"}} {}\n", r.address,
                          health.IsDown(r.address) ? 0 : 1);
     }
