@@ -2,7 +2,6 @@
 // ConfigMap (merge and atomic write, live change, invalid payload, absent registries, API down
 // at start) through the store the daemon serves from, with every log line checked for secrets.
 #include <gtest/gtest.h>
-#include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
@@ -14,6 +13,7 @@
 #include "config/store.h"
 #include "daemon/config_sources.h"
 #include "kube_api_server.h"
+#include "log_capture.h"
 #include "temp_dir.h"
 #include "test_util.h"
 
@@ -60,8 +60,9 @@ class ConfigSourcesTest : public ::testing::Test {
     server_ = std::make_unique<KubeApiServer>(KubeApiServerOptions{
         .cert_path = pki_->server_cert, .key_path = pki_->server_key, .token = kToken});
     WriteFile(dir_->File("kubeconfig"), MakeKubeconfig(server_->Url(), pki_->ca_pem, kToken));
+    capture_ = std::make_shared<LogCapture>();
     logger_ = std::make_shared<spdlog::logger>(
-        "test", std::make_shared<spdlog::sinks::ostream_sink_mt>(log_));
+        "test", capture_);
     logger_->set_level(spdlog::level::debug);
     previous_logger_ = spdlog::default_logger();
     spdlog::set_default_logger(logger_);
@@ -79,8 +80,7 @@ class ConfigSourcesTest : public ::testing::Test {
   }
 
   std::string Log() {
-    logger_->flush();
-    return log_.str();
+    return capture_->Text();
   }
 
   void StartSources(const std::string& local, bool with_kube = true) {
@@ -119,7 +119,7 @@ class ConfigSourcesTest : public ::testing::Test {
   std::unique_ptr<KubeApiServer> server_;
   std::unique_ptr<config::ConfigStore> store_;
   std::unique_ptr<daemon::ConfigSources> sources_;
-  std::ostringstream log_;
+  std::shared_ptr<LogCapture> capture_;
   std::shared_ptr<spdlog::logger> logger_;
   std::shared_ptr<spdlog::logger> previous_logger_;
 };

@@ -4,7 +4,6 @@
 // 410 relisted without losing a rotation, the Secret's watch on the same thread next to the
 // ConfigMap's, and the cost in requests. Every log line is checked for secrets.
 #include <gtest/gtest.h>
-#include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
@@ -16,6 +15,7 @@
 #include "config/store.h"
 #include "daemon/config_sources.h"
 #include "kube_api_server.h"
+#include "log_capture.h"
 #include "temp_dir.h"
 #include "test_util.h"
 
@@ -64,8 +64,9 @@ class SecretSync : public ::testing::Test {
     server_ = std::make_unique<KubeApiServer>(KubeApiServerOptions{
         .cert_path = pki_->server_cert, .key_path = pki_->server_key, .token = kToken});
     WriteFile(dir_->File("kubeconfig"), MakeKubeconfig(server_->Url(), pki_->ca_pem, kToken));
+    capture_ = std::make_shared<LogCapture>();
     logger_ = std::make_shared<spdlog::logger>(
-        "test", std::make_shared<spdlog::sinks::ostream_sink_mt>(log_));
+        "test", capture_);
     logger_->set_level(spdlog::level::debug);  // debug lines must not leak either
     previous_logger_ = spdlog::default_logger();
     spdlog::set_default_logger(logger_);
@@ -88,8 +89,7 @@ class SecretSync : public ::testing::Test {
   }
 
   std::string Log() {
-    logger_->flush();
-    return log_.str();
+    return capture_->Text();
   }
   size_t LogCount(const std::string& text) {
     std::string log = Log();
@@ -139,7 +139,7 @@ class SecretSync : public ::testing::Test {
   std::unique_ptr<KubeApiServer> server_;
   std::unique_ptr<config::ConfigStore> store_;
   std::unique_ptr<daemon::ConfigSources> sources_;
-  std::ostringstream log_;
+  std::shared_ptr<LogCapture> capture_;
   std::shared_ptr<spdlog::logger> logger_;
   std::shared_ptr<spdlog::logger> previous_logger_;
 };
