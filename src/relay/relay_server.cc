@@ -22,6 +22,7 @@ RelayServer::RelayServer(EventLoop& loop, std::string runtime_socket, Intercepto
       observer_(observer) {}
 
 RelayServer::~RelayServer() {
+  if (resume_timer_ != 0) loop_.Cancel(resume_timer_);
   if (listen_fd_ >= 0) loop_.Remove(listen_fd_);
 }
 
@@ -35,10 +36,16 @@ void RelayServer::Accept() {
   for (int i = 0; i < 16; ++i) {
     int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
-      if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        PauseAccepting(errno);
+      } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
         spdlog::warn("accept failed error=\"{}\"", std::strerror(errno));
       }
       return;
+    }
+    if (shortage_logged_) {
+      shortage_logged_ = false;
+      spdlog::info("accepting connections again connections={}", connections_.size() + 1);
     }
     auto connection = std::make_unique<DownstreamConnection>(
         loop_, fd, "client#" + std::to_string(++accepted_),
@@ -48,6 +55,27 @@ void RelayServer::Accept() {
     connection->set_on_closed([this](Http2Connection* c) { Drop(c); });
     connections_.push_back(std::move(connection));
   }
+}
+
+void RelayServer::PauseAccepting(int error) {
+  // The pending connection stays in the kernel's backlog, so the listening socket stays
+  // readable: watching it now would spin the loop. Connections already accepted keep being
+  // served; accepting resumes after a pause, when descriptors may have been freed.
+  if (accept_paused_) return;
+  accept_paused_ = true;
+  loop_.Modify(listen_fd_, 0);
+  // Logged once per shortage, not once per pause: a shortage can last.
+  if (!shortage_logged_) {
+    shortage_logged_ = true;
+    spdlog::warn("cannot accept connections, retrying every {} ms until resources are freed "
+                 "error=\"{}\" connections={}",
+                 kAcceptPause.count(), std::strerror(error), connections_.size());
+  }
+  resume_timer_ = loop_.AddTimer(kAcceptPause, [this] {
+    resume_timer_ = 0;
+    accept_paused_ = false;
+    if (!shutting_down_ && listen_fd_ >= 0) loop_.Modify(listen_fd_, EPOLLIN);
+  });
 }
 
 std::shared_ptr<ServerStream> RelayServer::NewStream(DownstreamConnection& down, int32_t id,

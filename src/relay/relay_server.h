@@ -37,6 +37,8 @@ class RelayServer {
 
  private:
   void Accept();
+  // Out of descriptors or memory: stop watching the listening socket for kAcceptPause.
+  void PauseAccepting(int error);
   std::shared_ptr<ServerStream> NewStream(DownstreamConnection& down, int32_t id,
                                           Headers headers, bool end_stream);
   void Drop(Http2Connection* connection);
@@ -49,6 +51,10 @@ class RelayServer {
   int listen_fd_ = -1;
   std::vector<std::unique_ptr<DownstreamConnection>> connections_;
   uint64_t accepted_ = 0;
+  static constexpr std::chrono::milliseconds kAcceptPause{100};
+  bool accept_paused_ = false;
+  bool shortage_logged_ = false;
+  EventLoop::TimerId resume_timer_ = 0;  // 0: none pending
   bool shutting_down_ = false;
   std::function<void()> shutdown_done_;
 };

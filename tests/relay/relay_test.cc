@@ -3,6 +3,9 @@
 // a runtime that is down or goes away, and clients that misbehave.
 #include <gtest/gtest.h>
 #include <grpcpp/grpcpp.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -10,7 +13,10 @@
 #include <atomic>
 #include <optional>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
+#include <future>
+#include <vector>
 #include <thread>
 
 #include "echo_test.grpc.pb.h"
@@ -353,6 +359,100 @@ TEST_F(RelayTest, GarbageAndSilentClientsDoNotDisturbOthers) {
   ASSERT_TRUE(stub->Unary(&context, request, &reply).ok());
   EXPECT_EQ(reply.payload(), "still here");
   close(silent);
+}
+
+// Out of descriptors, accept() fails while the connection stays queued, so the listening socket
+// stays readable: the relay must stop watching it for a while instead of spinning, keep serving,
+// and take the queued connections once descriptors are free again.
+TEST_F(RelayTest, OutOfDescriptorsPausesAcceptingInsteadOfSpinning) {
+  // An upstream connection exists before the shortage; the client's stays open throughout, so
+  // the relay's connection count changes only with the raw clients below.
+  auto first = Stub();
+  {
+    grpc::ClientContext context;
+    SetDeadline(context, 10s);
+    EchoMessage request, reply;
+    ASSERT_TRUE(first->Unary(&context, request, &reply).ok());
+  }
+  auto connections = [&] {
+    std::promise<size_t> count;
+    loop_.Post([&] { count.set_value(server_->connections()); });
+    return count.get_future().get();
+  };
+  size_t before = connections();
+
+  rlimit saved{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &saved), 0);
+  int highest = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    highest = std::max(highest, std::stoi(entry.path().filename().string()));
+  }
+  rlimit tight = saved;
+  tight.rlim_cur = static_cast<rlim_t>(highest + 16);
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &tight), 0);
+  std::vector<int> fillers;
+  // Whatever happens below, the limit and the descriptors are given back for the next tests.
+  struct Restore {
+    rlimit limit;
+    std::vector<int>& fds;
+    void Now() {
+      setrlimit(RLIMIT_NOFILE, &limit);
+      for (int fd : fds) close(fd);
+      fds.clear();
+    }
+    ~Restore() { Now(); }
+  } restore{saved, fillers};
+  // Every descriptor left is taken; then four are freed for four client sockets, whose
+  // connections queue on the listening socket and cannot be accepted while the shortage lasts.
+  for (int fd; (fd = dup(STDERR_FILENO)) >= 0;) fillers.push_back(fd);
+  ASSERT_GE(fillers.size(), 4u);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, (dir_ + "/shim.sock").c_str(), sizeof addr.sun_path - 1);
+  std::vector<int> clients;
+  for (int i = 0; i < 4; ++i) {
+    close(fillers.back());
+    fillers.pop_back();
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    clients.push_back(fd);
+  }
+  // Leave the loop time to hit EMFILE, then measure its thread's CPU time while the shortage
+  // lasts: a loop spinning on the readable listening socket burns the whole window.
+  std::this_thread::sleep_for(100ms);
+  clockid_t loop_clock;
+  ASSERT_EQ(pthread_getcpuclockid(loop_thread_.native_handle(), &loop_clock), 0);
+  auto cpu_now = [&] {
+    timespec ts{};
+    clock_gettime(loop_clock, &ts);
+    return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+  };
+  auto cpu_before = cpu_now();
+  std::this_thread::sleep_for(600ms);
+  auto cpu_used = std::chrono::duration_cast<std::chrono::milliseconds>(cpu_now() - cpu_before);
+  size_t accepted_in_shortage = connections() - before;
+
+  restore.Now();
+  EXPECT_LT(cpu_used, 150ms) << "the loop spins while out of descriptors";
+  EXPECT_EQ(accepted_in_shortage, 0u) << "no shortage happened: the test proves nothing";
+  // Descriptors are back: the queued connections are taken, and new calls are served.
+  EXPECT_TRUE([&] {
+    for (int i = 0; i < 100; ++i) {
+      if (connections() - before == clients.size()) return true;
+      std::this_thread::sleep_for(20ms);
+    }
+    return false;
+  }()) << "queued connections were not accepted after the shortage: "
+       << connections() - before << " of " << clients.size();
+  for (int fd : clients) close(fd);
+  auto stub = Stub();
+  grpc::ClientContext context;
+  SetDeadline(context, 10s);
+  EchoMessage request, reply;
+  request.set_payload("after the shortage");
+  ASSERT_TRUE(stub->Unary(&context, request, &reply).ok());
+  EXPECT_EQ(reply.payload(), "after the shortage");
 }
 
 // Reads HTTP/2 frames from `fd` until one of `type` with `flags` set arrives; returns its payload.
