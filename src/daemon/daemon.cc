@@ -3,6 +3,7 @@
 #include <grp.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -42,6 +43,19 @@ using namespace std::chrono_literals;
 
 // How long calls in flight may run on after SIGTERM before they are reset.
 constexpr auto kShutdownGrace = 5s;
+
+// Every kubelet connection, runtime connection and registry probe holds a descriptor, and the
+// usual soft limit (1024) is a convention for select(), which nothing here uses. The hard limit
+// is what the administrator (or systemd's LimitNOFILE) allows.
+void RaiseDescriptorLimit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= limit.rlim_max) return;
+  rlim_t previous = limit.rlim_cur;
+  limit.rlim_cur = limit.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &limit) == 0) {
+    spdlog::debug("descriptor limit raised from={} to={}", previous, limit.rlim_cur);
+  }
+}
 
 // The socket's directory exists, a stale socket from a crashed run is gone, and the path is
 // free to bind. Refuses to remove anything that is not a socket.
@@ -193,6 +207,8 @@ int Run(const Options& options) {
   config::ConfigStore store(loaded.config);
   const config::Config& config = *loaded.config;
 
+  RaiseDescriptorLimit();
+
   // Signals arrive through a signalfd on the loop, never as handlers: blocked in every thread.
   sigset_t signals;
   sigemptyset(&signals);
@@ -221,12 +237,6 @@ int Run(const Options& options) {
     spdlog::error("{}", s.message());
     return 1;
   }
-  auto listen_fd = relay::ListenUnix(config.shim_socket);
-  if (!listen_fd.ok()) {
-    spdlog::error("cannot serve: {}", listen_fd.status().message());
-    return 1;
-  }
-  RestrictSocket(config.shim_socket, config.cri_socket);
 
   relay::EventLoop loop;
   registry::SystemClock clock;
@@ -245,7 +255,6 @@ int Run(const Options& options) {
   Metrics metrics;
   cri::ImageService images([&store] { return store.Get(); }, &health, &metrics);
   relay::RelayServer server(loop, config.cri_socket, &images, &metrics);
-  server.Serve(*listen_fd);
   std::string error;
   if (server.upstream().Get(&error) == nullptr) {
     spdlog::warn("runtime not reachable yet; calls fail with UNAVAILABLE until it is "
@@ -273,6 +282,15 @@ int Run(const Options& options) {
       spdlog::error("{}; serving CRI without it", s.message());
     }
   }
+  // The CRI socket opens last: once it accepts connections, the metrics and health endpoint
+  // is up too, so whatever waits for the socket (systemd ordering, a test) sees a whole shim.
+  auto listen_fd = relay::ListenUnix(config.shim_socket);
+  if (!listen_fd.ok()) {
+    spdlog::error("cannot serve: {}", listen_fd.status().message());
+    return 1;
+  }
+  RestrictSocket(config.shim_socket, config.cri_socket);
+  server.Serve(*listen_fd);
   int sfd = signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC);
   bool stopping = false;
   loop.Add(sfd, EPOLLIN, [&](uint32_t) {
