@@ -392,10 +392,12 @@ void ImageService::Status(std::shared_ptr<InterceptedCall> call, std::string_vie
       [call, requested, start = std::chrono::steady_clock::now()](
           std::optional<std::string> stored, UnaryResult answer) {
         auto took = std::chrono::steady_clock::now() - start;
+        // Kubelet asks for the status of an image before every container start: an answer is
+        // routine (debug); only a failed lookup is worth a line at the default level.
         if (stored) {
-          spdlog::info("status {} -> {}: present {}", requested, *stored, Millis(took));
+          spdlog::debug("status {} -> {}: present {}", requested, *stored, Millis(took));
         } else if (answer.ok()) {
-          spdlog::info("status {}: absent {}", requested, Millis(took));
+          spdlog::debug("status {}: absent {}", requested, Millis(took));
         } else {
           spdlog::info("status {}: {} {} error={}", requested, relay::GrpcCodeName(answer.code),
                        Millis(took), log::Quoted(Shorten(answer.message)));
