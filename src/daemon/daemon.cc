@@ -137,6 +137,15 @@ void AddStateCollectors(Metrics& metrics, const config::ConfigStore& store,
         "# TYPE image_cri_shim_configmap_sync_state gauge\n"
         "image_cri_shim_configmap_sync_state{{state=\"{}\"}} 1\n",
         stats.sync_state);
+    if (!stats.secret_states.empty()) {
+      out += "# HELP image_cri_shim_secret_sync_state The sync state of each Secret the "
+             "ConfigMap names (authSecret).\n"
+             "# TYPE image_cri_shim_secret_sync_state gauge\n";
+      for (const auto& [secret, state] : stats.secret_states) {
+        out += fmt::format("image_cri_shim_secret_sync_state{{secret=\"{}\",state=\"{}\"}} 1\n",
+                           secret, state);
+      }
+    }
     auto seconds = [](std::chrono::system_clock::time_point t) {
       return std::chrono::duration<double>(t.time_since_epoch()).count();
     };

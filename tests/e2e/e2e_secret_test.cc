@@ -112,7 +112,8 @@ class SecretE2E : public ::testing::Test {
     // The local file knows the registry but not its password.
     WriteFile(path_,
               "shim: " + dir_->File("shim.sock") + "\ncri: " + containerd_->Socket() +
-                  "\naddress: " + registry_->Address() + "\nreloadInterval: 1h\n",
+                  "\naddress: " + registry_->Address() + "\nreloadInterval: 1h\n" +
+                  "metricsAddress: 127.0.0.1:" + std::to_string(metrics_port_) + "\n",
               0644);
     shim_ = std::make_unique<ShimProcess>(
         ShimOptions{.config_path = path_,
@@ -162,6 +163,7 @@ class SecretE2E : public ::testing::Test {
   std::unique_ptr<ShimProcess> shim_;
   std::unique_ptr<CriClient> client_;
   bool rotated_ = false;
+  int metrics_port_ = FreeLoopbackPort();
 };
 
 Registry* SecretE2E::registry_ = nullptr;
@@ -192,6 +194,12 @@ TEST_F(SecretE2E, APasswordOnlyInASecretPullsAndItsRotationAppliesWithinTwoSecon
   ASSERT_TRUE(took) << shim_->Log();
   RecordProperty("secret_rotation_to_pull_ms", static_cast<int>(took->count()));
   std::cout << "Secret rotation to a pull that uses it: " << took->count() << " ms\n";
+  HttpAnswer metrics = HttpGet(metrics_port_, "/metrics");
+  EXPECT_NE(
+      metrics.body.find("image_cri_shim_secret_sync_state{secret=\"regcred\",state=\"synced\"} 1"),
+      std::string::npos)
+      << metrics.error << metrics.body;
+  EXPECT_EQ(metrics.body.find(kPassword2), std::string::npos);
   auto counts = api_->counts();
   EXPECT_EQ(counts.secret_gets, 1) << "one read, then the watch";
   EXPECT_EQ(counts.gets, 1);
@@ -220,6 +228,12 @@ TEST_F(SecretE2E, AForbiddenSecretKeepsTheNodeServingItsLastGoodFile) {
   client_ = std::make_unique<CriClient>(shim_->Socket());
   ASSERT_TRUE(LogHas("Secret sync: unauthorized")) << shim_->Log();
   ASSERT_TRUE(LogHas("ConfigMap payload rejected")) << shim_->Log();
+  // Operators see it without reading logs.
+  HttpAnswer metrics = HttpGet(metrics_port_, "/metrics");
+  EXPECT_NE(metrics.body.find(
+                "image_cri_shim_secret_sync_state{secret=\"regcred\",state=\"unauthorized\"} 1"),
+            std::string::npos)
+      << metrics.error << metrics.body;
   EXPECT_EQ(Pull(), image_id_) << shim_->Log();
   EXPECT_EQ(ReadFile(path_), file) << "nothing written";
 }

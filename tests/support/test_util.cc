@@ -113,4 +113,42 @@ bool KeepTestDirs() {
   return keep != nullptr && std::string_view(keep) == "1";
 }
 
+HttpAnswer HttpGet(int port, const std::string& path) {
+  HttpAnswer answer;
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  timeval tv{.tv_sec = 15, .tv_usec = 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    answer.error = std::string("connect: ") + std::strerror(errno);
+    close(fd);
+    return answer;
+  }
+  std::string request = "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(port) +
+                        "\r\nConnection: close\r\n\r\n";
+  if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(request.size())) {
+    answer.error = "send failed";
+    close(fd);
+    return answer;
+  }
+  std::string raw;
+  char buffer[8192];
+  for (ssize_t n; (n = recv(fd, buffer, sizeof buffer, 0)) > 0;)
+    raw.append(buffer, static_cast<size_t>(n));
+  close(fd);
+  size_t end = raw.find("\r\n\r\n");
+  if (!raw.starts_with("HTTP/1.1 ") || end == std::string::npos) {
+    answer.error = "no HTTP answer: " + raw.substr(0, 200);
+    return answer;
+  }
+  answer.status = std::atoi(raw.c_str() + 9);
+  answer.body = raw.substr(end + 4);
+  return answer;
+}
+
+
 }  // namespace shim::testing

@@ -28,6 +28,15 @@ bool WaitUntil(const std::function<bool()>& condition, std::chrono::milliseconds
 // True when something listens on the unix socket `path` (a connect succeeds).
 bool UnixSocketAccepts(const std::string& path);
 
+// A plain HTTP/1.1 GET of http://127.0.0.1:port/path (Connection: close, 15 s receive timeout),
+// e.g. of the shim's metrics and health endpoint.
+struct HttpAnswer {
+  int status = 0;  // 0: no connection or no parsable answer
+  std::string body;
+  std::string error;
+};
+HttpAnswer HttpGet(int port, const std::string& path);
+
 // The last `lines` lines of `text`, for error messages that quote a log.
 std::string TailLines(const std::string& text, int lines = 30);
 
