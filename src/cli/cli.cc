@@ -4,6 +4,8 @@
 #include <CLI/CLI.hpp>
 
 #include <fstream>
+#include <map>
+#include <memory>
 #include <iostream>
 #include <sstream>
 
@@ -15,6 +17,8 @@
 #include "kube/api_client.h"
 #include "kube/configmap_sync.h"
 #include "kube/credentials.h"
+#include "kube/docker_config.h"
+#include "kube/object_watch.h"
 #include "util/log.h"
 
 namespace shim::cli {
@@ -35,6 +39,55 @@ std::string Describe(const image::Candidate& candidate) {
   std::string who =
       candidate.credentials.empty() ? "anonymous" : "user " + candidate.credentials.username;
   return "(registry " + candidate.registry + ", " + who + ")";
+}
+
+// Reads each Secret the payload names (authSecret) once, as the daemon would, and says whether
+// it can supply credentials; the lookup it returns lets the merge below judge the payload the
+// way the daemon will. Prints names, states and host counts, never a credential.
+config::SecretLookup ReadSecrets(kube::ApiClient& api, const config::KubeSync& settings,
+                                 const std::string& payload, std::ostream& out) {
+  auto found = std::make_shared<std::map<std::string, kube::DockerConfig>>();
+  for (const std::string& secret : config::ReferencedSecrets(payload)) {
+    std::string name = settings.namespace_ + "/" + secret;
+    kube::SyncOptions options;
+    options.namespace_ = settings.namespace_;
+    options.name = secret;
+    kube::ObjectWatch watch(api, "secrets", options, {});
+    watch.Step();  // a fresh watch's first step is the read
+    out << "secret " << name << " (authSecret): ";
+    kube::DockerConfig docker;
+    if (watch.state() == kube::SyncState::kSynced && watch.object() && watch.object()->exists) {
+      docker = kube::DockerConfigFromSecret(*watch.object(), name);
+      if (docker.ok()) {
+        out << "readable, entries for " << docker.auths.size() << " registr"
+            << (docker.auths.size() == 1 ? "y" : "ies") << "\n";
+      } else {
+        out << "unusable: " << docker.error << "\n";
+      }
+    } else if (watch.state() == kube::SyncState::kUnauthorized) {
+      docker.error = "Secret " + name + " cannot be read (forbidden)";
+      out << "cannot be read (grant get/list/watch on it: deploy/rbac.yaml)\n";
+    } else if (watch.state() == kube::SyncState::kAbsent ||
+               (watch.object() && !watch.object()->exists)) {
+      docker.error = "Secret " + name + " does not exist";
+      out << "does not exist; the payload waits for it (the shim watches for it)\n";
+    } else {
+      docker.error = "Secret " + name + " cannot be read (" +
+                     kube::SyncStateName(watch.state()) + ")";
+      out << "cannot be read (" << kube::SyncStateName(watch.state()) << ")\n";
+    }
+    (*found)[secret] = std::move(docker);
+  }
+  return [found, settings_namespace = settings.namespace_](const std::string& secret,
+                                                           const std::string& host) {
+    auto it = found->find(secret);
+    if (it == found->end()) {
+      config::SecretAuth auth;
+      auth.problem = "Secret " + settings_namespace + "/" + secret + " was not read";
+      return auth;
+    }
+    return kube::SecretAuthFor(it->second, settings_namespace + "/" + secret, host);
+  };
 }
 
 // The Kubernetes part of --dry-run: which credentials were found and whether the ConfigMap can
@@ -80,14 +133,16 @@ void CheckConfigMap(const std::string& path, const config::Config& config, std::
       return;
   }
   if (!read.payload) return;
+  config::SecretLookup secrets = ReadSecrets(*api, settings, *read.payload, out);
   std::string local_text;
   if (std::ifstream in{path}) {
     std::ostringstream text;
     text << in.rdbuf();
     local_text = text.str();
   }
-  config::MergeResult merged = config::MergeConfigMap(local_text, path, *read.payload,
-                                                      "ConfigMap " + name + " key " + settings.key);
+  config::MergeResult merged =
+      config::MergeConfigMap(local_text, path, *read.payload,
+                             "ConfigMap " + name + " key " + settings.key, secrets);
   for (const std::string& w : merged.warnings) out << "  warning: " << w << "\n";
   if (!merged.ok()) {
     out << "  the payload would be rejected (nothing written):\n";

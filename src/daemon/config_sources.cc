@@ -355,15 +355,8 @@ class ConfigSources::Worker {
         out.problem = full + " has not been read";
       } else if (!it->second.config) {
         out.problem = it->second.problem;
-      } else if (!it->second.config->ok()) {
-        out.problem = it->second.config->error;
-      } else if (const kube::DockerAuth* auth = it->second.config->Find(host); !auth) {
-        out.problem = full + " has no entry for " + host + " in .dockerconfigjson";
-      } else if (!auth->ok()) {
-        out.problem = full + ": the entry for " + host + " " + auth->error;
       } else {
-        out.username = auth->username;
-        out.password = auth->password;
+        out = kube::SecretAuthFor(*it->second.config, ns + "/" + name, host);
       }
       return out;
     };

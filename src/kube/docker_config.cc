@@ -132,4 +132,21 @@ DockerConfig DockerConfigFromSecret(const ObjectState& secret, const std::string
   return out;
 }
 
+config::SecretAuth SecretAuthFor(const DockerConfig& config, const std::string& name,
+                                 std::string_view host) {
+  config::SecretAuth out;
+  std::string full = "Secret " + name;
+  if (!config.ok()) {
+    out.problem = config.error;
+  } else if (const DockerAuth* auth = config.Find(host); !auth) {
+    out.problem = full + " has no entry for " + std::string(host) + " in .dockerconfigjson";
+  } else if (!auth->ok()) {
+    out.problem = full + ": the entry for " + std::string(host) + " " + auth->error;
+  } else {
+    out.username = auth->username;
+    out.password = auth->password;
+  }
+  return out;
+}
+
 }  // namespace shim::kube

@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "config/configmap.h"
 #include "kube/object_watch.h"
 
 namespace shim::kube {
@@ -49,5 +50,11 @@ DockerConfig ParseDockerConfigJson(std::string_view json);
 // A Secret as the API gives it: checks its type, decodes `.dockerconfigjson` from base64 and
 // parses it. `name` ("kube-system/x") is used in error texts.
 DockerConfig DockerConfigFromSecret(const ObjectState& secret, const std::string& name);
+
+// What the Secret `name` ("kube-system/x"), read as `config`, supplies for the registry `host`
+// (config::RegistryHostKey form): user name and password, or the problem, in the form the
+// ConfigMap merge takes (config::SecretLookup).
+config::SecretAuth SecretAuthFor(const DockerConfig& config, const std::string& name,
+                                 std::string_view host);
 
 }  // namespace shim::kube

@@ -147,6 +147,18 @@ class SecretE2E : public ::testing::Test {
     return std::nullopt;
   }
 
+  // `image-cri-shim --dry-run` against the same API server; its output must hold no secret.
+  std::string DryRun() {
+    CommandResult result = RunCommand({ShimBinaryPath(), "--dry-run", "--file", path_},
+                                      {{"KUBECONFIG", dir_->File("kubeconfig")},
+                                       {"HOME", dir_->path()}},
+                                      30s);
+    for (const char* secret : {kPassword1, kPassword2}) {
+      EXPECT_EQ(result.output.find(secret), std::string::npos) << result.output;
+    }
+    return result.output;
+  }
+
   bool LogHas(const std::string& text, std::chrono::milliseconds timeout = 10s) {
     return WaitUntil([&] { return shim_->Log().find(text) != std::string::npos; }, timeout);
   }
@@ -203,6 +215,13 @@ TEST_F(SecretE2E, APasswordOnlyInASecretPullsAndItsRotationAppliesWithinTwoSecon
   auto counts = api_->counts();
   EXPECT_EQ(counts.secret_gets, 1) << "one read, then the watch";
   EXPECT_EQ(counts.gets, 1);
+
+  // --dry-run reads the Secret too, so it judges the payload as the daemon does.
+  std::string dry = DryRun();
+  EXPECT_NE(dry.find("secret kube-system/regcred (authSecret): readable, entries for 1 registry"),
+            std::string::npos)
+      << dry;
+  EXPECT_NE(dry.find("the payload is valid"), std::string::npos) << dry;
 }
 
 TEST_F(SecretE2E, AForbiddenSecretKeepsTheNodeServingItsLastGoodFile) {
@@ -236,6 +255,11 @@ TEST_F(SecretE2E, AForbiddenSecretKeepsTheNodeServingItsLastGoodFile) {
       << metrics.error << metrics.body;
   EXPECT_EQ(Pull(), image_id_) << shim_->Log();
   EXPECT_EQ(ReadFile(path_), file) << "nothing written";
+  std::string dry = DryRun();
+  EXPECT_NE(dry.find("secret kube-system/regcred (authSecret): cannot be read (grant"),
+            std::string::npos)
+      << dry;
+  EXPECT_NE(dry.find("the payload would be rejected"), std::string::npos) << dry;
 }
 
 }  // namespace
