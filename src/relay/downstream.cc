@@ -13,7 +13,8 @@ constexpr uint32_t kMaxConcurrentStreams = 1024;
 }  // namespace
 
 DownstreamConnection::DownstreamConnection(EventLoop& loop, int fd, std::string name,
-                                           StreamFactory factory)
+                                           StreamFactory factory,
+                                           std::chrono::milliseconds preface_timeout)
     : Http2Connection(loop, fd, std::move(name)), factory_(std::move(factory)) {
   nghttp2_session_callbacks* cb;
   nghttp2_session_callbacks_new(&cb);
@@ -33,10 +34,16 @@ DownstreamConnection::DownstreamConnection(EventLoop& loop, int fd, std::string 
   };
   nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, std::size(settings));
   nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0, kConnectionWindow);
+  preface_timer_ = loop_.AddTimer(preface_timeout, [this, preface_timeout] {
+    preface_timer_ = 0;
+    Close("no HTTP/2 preface within " + std::to_string(preface_timeout.count()) + " ms");
+  });
   Start();
 }
 
-DownstreamConnection::~DownstreamConnection() = default;
+DownstreamConnection::~DownstreamConnection() {
+  if (preface_timer_ != 0) loop_.Cancel(preface_timer_);
+}
 
 std::shared_ptr<ServerStream> DownstreamConnection::Find(int32_t stream_id) {
   auto it = streams_.find(stream_id);
@@ -88,6 +95,10 @@ void DownstreamConnection::OnClosed(const std::string&) {
 int DownstreamConnection::OnFrameRecv(nghttp2_session*, const nghttp2_frame* frame,
                                       void* user_data) {
   auto* self = Self(user_data);
+  if (self->preface_timer_ != 0) {  // nghttp2 checked the preface before any frame
+    self->loop_.Cancel(self->preface_timer_);
+    self->preface_timer_ = 0;
+  }
   int32_t id = frame->hd.stream_id;
   bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
   switch (frame->hd.type) {

@@ -4,6 +4,7 @@
 // Loop thread only.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -25,7 +26,11 @@ using StreamFactory = std::function<std::shared_ptr<ServerStream>(
 
 class DownstreamConnection : public Http2Connection {
  public:
-  DownstreamConnection(EventLoop& loop, int fd, std::string name, StreamFactory factory);
+  // How long a new connection may take to send the HTTP/2 preface and its SETTINGS.
+  static constexpr std::chrono::milliseconds kPrefaceTimeout{10'000};
+
+  DownstreamConnection(EventLoop& loop, int fd, std::string name, StreamFactory factory,
+                       std::chrono::milliseconds preface_timeout = kPrefaceTimeout);
   ~DownstreamConnection() override;
 
   // Response HEADERS; the body then comes from the stream's ReadResponse unless `end_stream`
@@ -53,6 +58,9 @@ class DownstreamConnection : public Http2Connection {
   std::shared_ptr<ServerStream> Find(int32_t stream_id);
 
   StreamFactory factory_;
+  // Pending until the client's first frame: a connection that never speaks HTTP/2 is closed
+  // instead of holding a descriptor and a session for ever. 0: none pending.
+  EventLoop::TimerId preface_timer_ = 0;
   std::unordered_map<int32_t, std::shared_ptr<ServerStream>> streams_;
 };
 

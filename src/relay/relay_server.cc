@@ -51,7 +51,8 @@ void RelayServer::Accept() {
         loop_, fd, "client#" + std::to_string(++accepted_),
         [this](DownstreamConnection& down, int32_t id, Headers headers, bool end_stream) {
           return NewStream(down, id, std::move(headers), end_stream);
-        });
+        },
+        preface_timeout_);
     connection->set_on_closed([this](Http2Connection* c) { Drop(c); });
     connections_.push_back(std::move(connection));
   }

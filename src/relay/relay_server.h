@@ -33,6 +33,8 @@ class RelayServer {
   void Shutdown(std::chrono::milliseconds grace, std::function<void()> done);
 
   UpstreamPool& upstream() { return pool_; }
+  // For connections accepted from now on (tests shorten it).
+  void set_preface_timeout(std::chrono::milliseconds timeout) { preface_timeout_ = timeout; }
   size_t connections() const { return connections_.size(); }
 
  private:
@@ -52,6 +54,7 @@ class RelayServer {
   std::vector<std::unique_ptr<DownstreamConnection>> connections_;
   uint64_t accepted_ = 0;
   static constexpr std::chrono::milliseconds kAcceptPause{100};
+  std::chrono::milliseconds preface_timeout_ = DownstreamConnection::kPrefaceTimeout;
   bool accept_paused_ = false;
   bool shortage_logged_ = false;
   EventLoop::TimerId resume_timer_ = 0;  // 0: none pending

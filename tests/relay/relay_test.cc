@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <grpcpp/grpcpp.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -359,6 +360,36 @@ TEST_F(RelayTest, GarbageAndSilentClientsDoNotDisturbOthers) {
   ASSERT_TRUE(stub->Unary(&context, request, &reply).ok());
   EXPECT_EQ(reply.payload(), "still here");
   close(silent);
+}
+
+// A connection that never sends the HTTP/2 preface is closed after the preface timeout; one
+// that sent it stays open while idle (kubelet keeps its connection between calls).
+TEST_F(RelayTest, SilentConnectionsAreClosedAfterThePrefaceTimeout) {
+  loop_.Post([&] { server_->set_preface_timeout(300ms); });
+  std::this_thread::sleep_for(50ms);
+  int silent = RawConnect(dir_ + "/shim.sock");
+  ASSERT_GE(silent, 0);
+  int spoke = RawConnect(dir_ + "/shim.sock");
+  ASSERT_GE(spoke, 0);
+  std::string preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+  preface += std::string("\0\0\0\x04\0\0\0\0\0", 9);  // empty SETTINGS
+  ASSERT_EQ(write(spoke, preface.data(), preface.size()), static_cast<ssize_t>(preface.size()));
+  auto closed_within = [](int fd, std::chrono::milliseconds wait) {
+    // Reads (and drops) what the shim sends until EOF or `wait` passes.
+    auto until = std::chrono::steady_clock::now() + wait;
+    char buf[1024];
+    while (std::chrono::steady_clock::now() < until) {
+      pollfd p{fd, POLLIN, 0};
+      if (poll(&p, 1, 50) > 0 && read(fd, buf, sizeof buf) == 0) return true;
+    }
+    return false;
+  };
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(closed_within(silent, 5s)) << "a silent connection stayed open";
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 200ms) << "closed before the timeout";
+  EXPECT_FALSE(closed_within(spoke, 600ms)) << "a connection that spoke HTTP/2 was closed";
+  close(silent);
+  close(spoke);
 }
 
 // Out of descriptors, accept() fails while the connection stays queued, so the listening socket
