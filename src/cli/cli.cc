@@ -1,5 +1,6 @@
 #include "cli/cli.h"
 
+#include <google/protobuf/stubs/logging.h>
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
@@ -199,7 +200,23 @@ int PrintRewrites(const config::Config& config, const std::vector<std::string>& 
   return status;
 }
 
+namespace {
+// protobuf writes its own complaints to stderr in its own format (for instance a kubelet
+// request whose string field is not UTF-8, which then fails to parse and is relayed as it came).
+// They go through the shim's log instead: at debug level, as they concern one request, or as
+// errors when protobuf itself is about to abort.
+void LogFromProtobuf(google::protobuf::LogLevel level, const char* file, int line,
+                     const std::string& message) {
+  if (level >= google::protobuf::LOGLEVEL_DFATAL) {
+    spdlog::error("protobuf: {} at={}:{}", log::Quoted(message), file, line);
+  } else {
+    spdlog::debug("protobuf: {} at={}:{}", log::Quoted(message), file, line);
+  }
+}
+}  // namespace
+
 int Main(int argc, char** argv) {
+  google::protobuf::SetLogHandler(&LogFromProtobuf);
   CLI::App app{
       "image-cri-shim: a CRI proxy between kubelet and the container runtime that sends image "
       "pulls to private registries with their credentials.",

@@ -519,6 +519,26 @@ TEST_F(ShimE2E, ImageCallsAreInterceptedOverV1alpha2) {
   EXPECT_FALSE(DirectStatus(stored).has_value());
 }
 
+// 4c. A PullImage whose image name is not UTF-8 does not parse as proto3: the shim relays it as
+// it came (containerd answers), and protobuf's complaint goes to the shim's log format at debug
+// level, never as raw "[libprotobuf ERROR" lines on stderr.
+TEST_F(ShimE2E, ARequestThatIsNotValidProto3IsRelayedAndLoggedInTheShimsFormat) {
+  // PullImageRequest{image: ImageSpec{image: "\xff\xfe:1"}}: field 1 (message) holding field 1
+  // (string) of 5 bytes.
+  std::string inner = std::string("\x0a\x05", 2) + "\xff\xfe:1";
+  std::string request = std::string("\x0a", 1) + static_cast<char>(inner.size()) + inner;
+  std::string response;
+  grpc::Status status =
+      via_shim_->Call(via_shim_->ImagePath("PullImage"), request, &response, kQuick);
+  EXPECT_FALSE(status.ok()) << "containerd pulled an image with a non-UTF-8 name?";
+  EXPECT_NE(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << Describe(status);
+  std::string log = shim_->Log();
+  EXPECT_EQ(log.find("[libprotobuf"), std::string::npos) << TailLines(log);
+  EXPECT_TRUE(WaitUntil([&] { return Contains(shim_->Log(), "protobuf: "); }, seconds(5)))
+      << "the suite shim runs with --debug, so protobuf's complaint should be in its log:\n"
+      << TailLines(shim_->Log());
+}
+
 // 5a. Credentials kubelet sends for an image of another registry (here docker.io) never reach
 // the configured registry: the shim replaces them with its own. docker-registry logs the user
 // name of every failed login, so a forwarded kubelet-user would show up in its log.
