@@ -1195,9 +1195,14 @@ TEST_F(FaultsE2E, FloodOfCallsGarbageAndSilentClients) {
   EXPECT_EQ(goaways, bad_frame_clients) << "malformed frames ended a connection without GOAWAY";
   EXPECT_TRUE(released) << "the shim holds " << fds_after << " descriptors, " << fds_before
                         << " before the garbage clients came and went";
-  EXPECT_LT(rss_first - rss_before, 32 * 1024) << "KiB of growth over the first burst";
+  // Under ThreadSanitizer (make test-tsan sets TSAN_OPTIONS) every heap byte brings shadow
+  // memory and TSan's allocator keeps freed blocks longer: the RSS must still settle, but its
+  // size says nothing about the shim's own memory, so only its growth pattern is judged there.
+  const char* tsan = getenv("TSAN_OPTIONS");
+  const long kGrowthBoundKib = tsan != nullptr && *tsan != '\0' ? 256 * 1024 : 32 * 1024;
+  EXPECT_LT(rss_first - rss_before, kGrowthBoundKib) << "KiB of growth over the first burst";
   EXPECT_TRUE(settled) << "the RSS keeps growing, burst after burst (KiB): " << rss;
-  EXPECT_LT(rss_series.back() - rss_before, 32 * 1024) << "KiB of growth in all";
+  EXPECT_LT(rss_series.back() - rss_before, kGrowthBoundKib) << "KiB of growth in all";
   EXPECT_EQ(load.failed(), 0) << load.Summary();
   EXPECT_GT(load.total(), 100) << load.Summary();
   EXPECT_TRUE(ShimAlive());
