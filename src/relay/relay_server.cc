@@ -62,8 +62,7 @@ void RelayServer::PauseAccepting(int error) {
   // The pending connection stays in the kernel's backlog, so the listening socket stays
   // readable: watching it now would spin the loop. Connections already accepted keep being
   // served; accepting resumes after a pause, when descriptors may have been freed.
-  if (accept_paused_) return;
-  accept_paused_ = true;
+  if (resume_timer_ != 0) return;  // already paused
   loop_.Modify(listen_fd_, 0);
   // Logged once per shortage, not once per pause: a shortage can last.
   if (!shortage_logged_) {
@@ -74,7 +73,6 @@ void RelayServer::PauseAccepting(int error) {
   }
   resume_timer_ = loop_.AddTimer(kAcceptPause, [this] {
     resume_timer_ = 0;
-    accept_paused_ = false;
     if (!shutting_down_ && listen_fd_ >= 0) loop_.Modify(listen_fd_, EPOLLIN);
   });
 }

@@ -55,9 +55,8 @@ class RelayServer {
   uint64_t accepted_ = 0;
   static constexpr std::chrono::milliseconds kAcceptPause{100};
   std::chrono::milliseconds preface_timeout_ = DownstreamConnection::kPrefaceTimeout;
-  bool accept_paused_ = false;
   bool shortage_logged_ = false;
-  EventLoop::TimerId resume_timer_ = 0;  // 0: none pending
+  EventLoop::TimerId resume_timer_ = 0;  // pending while accepting is paused; 0: not paused
   bool shutting_down_ = false;
   std::function<void()> shutdown_done_;
 };
