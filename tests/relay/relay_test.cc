@@ -73,6 +73,18 @@ class RelayTest : public ::testing::Test {
     context.set_deadline(std::chrono::system_clock::now() + d);
   }
 
+  // One Unary call of `payload` with a 10 s deadline; the echoed payload goes to `echoed`.
+  static grpc::Status UnaryEcho(shimtest::Echo::Stub& stub, const std::string& payload,
+                                std::string* echoed = nullptr) {
+    grpc::ClientContext context;
+    SetDeadline(context, 10s);
+    EchoMessage request, reply;
+    request.set_payload(payload);
+    grpc::Status status = stub.Unary(&context, request, &reply);
+    if (echoed != nullptr) *echoed = reply.payload();
+    return status;
+  }
+
   std::string dir_;
   std::unique_ptr<shimtest::FakeRuntime> runtime_;
   shim::relay::EventLoop loop_;
@@ -352,13 +364,9 @@ TEST_F(RelayTest, GarbageAndSilentClientsDoNotDisturbOthers) {
   EXPECT_EQ(n, 0) << "the connection was not closed";
   close(garbage);
 
-  auto stub = Stub();
-  grpc::ClientContext context;
-  SetDeadline(context, 10s);
-  EchoMessage request, reply;
-  request.set_payload("still here");
-  ASSERT_TRUE(stub->Unary(&context, request, &reply).ok());
-  EXPECT_EQ(reply.payload(), "still here");
+  std::string echoed;
+  ASSERT_TRUE(UnaryEcho(*Stub(), "still here", &echoed).ok());
+  EXPECT_EQ(echoed, "still here");
   close(silent);
 }
 
@@ -399,12 +407,7 @@ TEST_F(RelayTest, OutOfDescriptorsPausesAcceptingInsteadOfSpinning) {
   // An upstream connection exists before the shortage; the client's stays open throughout, so
   // the relay's connection count changes only with the raw clients below.
   auto first = Stub();
-  {
-    grpc::ClientContext context;
-    SetDeadline(context, 10s);
-    EchoMessage request, reply;
-    ASSERT_TRUE(first->Unary(&context, request, &reply).ok());
-  }
+  ASSERT_TRUE(UnaryEcho(*first, "").ok());
   auto connections = [&] {
     std::promise<size_t> count;
     loop_.Post([&] { count.set_value(server_->connections()); });
@@ -477,13 +480,9 @@ TEST_F(RelayTest, OutOfDescriptorsPausesAcceptingInsteadOfSpinning) {
   }()) << "queued connections were not accepted after the shortage: "
        << connections() - before << " of " << clients.size();
   for (int fd : clients) close(fd);
-  auto stub = Stub();
-  grpc::ClientContext context;
-  SetDeadline(context, 10s);
-  EchoMessage request, reply;
-  request.set_payload("after the shortage");
-  ASSERT_TRUE(stub->Unary(&context, request, &reply).ok());
-  EXPECT_EQ(reply.payload(), "after the shortage");
+  std::string echoed;
+  ASSERT_TRUE(UnaryEcho(*Stub(), "after the shortage", &echoed).ok());
+  EXPECT_EQ(echoed, "after the shortage");
 }
 
 // Reads HTTP/2 frames from `fd` until one of `type` with `flags` set arrives; returns its payload.
