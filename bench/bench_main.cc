@@ -451,7 +451,7 @@ double RuntimeCallsPerStatus(const Containerd& containerd, const std::string& so
 std::string ShimConfig(const std::string& socket, const std::string& runtime,
                        const std::vector<const Registry*>& registries, int metrics_port) {
   std::ostringstream c;
-  c << "shim: " << socket << "\ncri: " << runtime << "\n";
+  c << "shim: " << socket << "\ncri: " << runtime << "\nstateDir: " << socket << ".state\n";
   c << "address: " << registries[0]->Address() << "\nauth: \"" << registries[0]->username() << ":"
     << registries[0]->password() << "\"\n";
   if (registries.size() > 1) {

@@ -1,8 +1,9 @@
-// Fuzz target: the ConfigMap payload check and merge (src/config/configmap.h MergeConfigMap).
-// Input: "<local file>\n%%%%\n<payload>", or a payload alone merged into a fixed local file.
-// Properties: never throws, never crashes; an accepted merge loads, keeps the node's own keys
-// (shim, cri, configMap, metricsAddress) from the local file, and is idempotent: merging the same
-// payload into the result changes nothing.
+// Fuzz target: the ConfigMap payload check and merge (config::Resolve, src/config/inputs.h).
+// Input: "<local file>\n%%%%\n<payload>", or a payload alone merged with a fixed local file.
+// Properties: never throws, never crashes; an accepted merge keeps the node's own keys (shim,
+// cri, configMap, metricsAddress, stateDir) from the local file, lists each registry once,
+// gives every value an origin that ToMaskedYaml can print, and is a function of its inputs
+// (resolving the same inputs again gives the same configuration).
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -43,26 +44,39 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     payload = input.substr(at + sizeof kSeparator - 1);
   }
 
-  config::MergeResult merged =
-      config::MergeConfigMap(local, "local.yaml", payload, "ConfigMap fuzz/shim key registries");
+  config::ConfigInputs inputs;
+  inputs.file_path = "local.yaml";
+  inputs.file_text = local;
+  inputs.configmap = config::ConfigMapInput{.namespace_ = "fuzz-system",
+                                            .name = "fuzz-shim",
+                                            .key = "registries",
+                                            .payload = payload,
+                                            .secrets = {}};
+  config::Resolved merged = config::Resolve(inputs);
   if (!merged.ok()) return 0;
-  FUZZ_CHECK(merged.loaded.ok() && merged.loaded.config != nullptr, "ok but not loaded");
-  const config::Config& c = *merged.loaded.config;
+  FUZZ_CHECK(merged.config != nullptr, "ok but no configuration");
+  const config::Config& c = *merged.config;
 
-  config::LoadResult before = config::ParseConfig(local, "local.yaml");
+  config::LoadResult before =
+      config::ParseConfig(local, "local.yaml", config::ParseOptions{.partial = true});
   if (before.ok()) {
     const config::Config& l = *before.config;
     FUZZ_CHECK(c.shim_socket == l.shim_socket && c.cri_socket == l.cri_socket && c.kube == l.kube &&
-                   c.metrics == l.metrics,
+                   c.metrics == l.metrics && c.state_dir == l.state_dir,
                "the payload changed a node key");
   }
-
-  config::MergeResult twice =
-      config::MergeConfigMap(merged.text, "merged.yaml", payload, "ConfigMap again");
-  FUZZ_CHECK(twice.ok(), "the same payload is rejected the second time: %s\n--- merged:\n%s",
-             twice.errors.empty() ? "" : twice.errors[0].c_str(), merged.text.c_str());
-  FUZZ_CHECK(!twice.changed, "merging the same payload twice changes the file:\n%s\n--- then:\n%s",
-             merged.text.c_str(), twice.text.c_str());
-  FUZZ_CHECK(*twice.loaded.config == c, "merging the same payload twice changes the config");
+  FUZZ_CHECK(!c.registries.empty(), "accepted without a primary registry");
+  for (size_t i = 0; i < c.registries.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      FUZZ_CHECK(!(c.registries[i].host == c.registries[j].host &&
+                   c.registries[i].path == c.registries[j].path),
+                 "registry %s listed twice", c.registries[i].address.c_str());
+    }
+  }
+  std::string printed = config::ToMaskedYaml(c, &merged.origins);
+  FUZZ_CHECK(!printed.empty(), "nothing printed");
+  config::Resolved again = config::Resolve(inputs);
+  FUZZ_CHECK(again.ok() && *again.config == c && again.origins == merged.origins,
+             "the same inputs resolve differently");
   return 0;
 }

@@ -11,7 +11,11 @@
 #include <sstream>
 
 #include "config/configmap.h"
+#include "config/inputs.h"
+#include "config/state_dir.h"
 #include "config/loader.h"
+#include "daemon/config_file_watch.h"
+#include "daemon/config_sources.h"
 #include "daemon/daemon.h"
 #include "image/reference.h"
 #include "image/rewriter.h"
@@ -27,14 +31,6 @@ namespace {
 
 constexpr int kExitUsage = 2;
 
-// Loads the configuration, printing warnings and errors for a person at a terminal.
-config::ConfigPtr Load(const std::string& path) {
-  config::LoadResult result = config::LoadConfigFile(path);
-  for (const std::string& warning : result.warnings) std::cerr << "warning: " << warning << "\n";
-  for (const std::string& error : result.errors) std::cerr << "error: " << error << "\n";
-  return result.config;
-}
-
 std::string Describe(const image::Candidate& candidate) {
   if (candidate.is_origin()) return "(origin, caller's credentials)";
   std::string who =
@@ -43,11 +39,12 @@ std::string Describe(const image::Candidate& candidate) {
 }
 
 // Reads each Secret the payload names (authSecret) once, as the daemon would, and says whether
-// it can supply credentials; the lookup it returns lets the merge below judge the payload the
-// way the daemon will. Prints names, states and host counts, never a credential.
-config::SecretLookup ReadSecrets(kube::ApiClient& api, const config::KubeSync& settings,
-                                 const std::string& payload, std::ostream& out) {
-  auto found = std::make_shared<std::map<std::string, kube::DockerConfig>>();
+// it can supply credentials. Prints names, states and host counts, never a credential.
+std::map<std::string, config::DockerConfig> ReadSecrets(kube::ApiClient& api,
+                                                        const config::KubeSync& settings,
+                                                        const std::string& payload,
+                                                        std::ostream& out) {
+  std::map<std::string, config::DockerConfig> found;
   for (const std::string& secret : config::ReferencedSecrets(payload)) {
     std::string name = settings.namespace_ + "/" + secret;
     kube::SyncOptions options;
@@ -56,7 +53,7 @@ config::SecretLookup ReadSecrets(kube::ApiClient& api, const config::KubeSync& s
     kube::ObjectWatch watch(api, "secrets", options, {});
     watch.Step();  // a fresh watch's first step is the read
     out << "secret " << name << " (authSecret): ";
-    kube::DockerConfig docker;
+    config::DockerConfig docker;
     if (watch.state() == kube::SyncState::kSynced && watch.object() && watch.object()->exists) {
       docker = kube::DockerConfigFromSecret(*watch.object(), name);
       if (docker.ok()) {
@@ -77,35 +74,43 @@ config::SecretLookup ReadSecrets(kube::ApiClient& api, const config::KubeSync& s
                      kube::SyncStateName(watch.state()) + ")";
       out << "cannot be read (" << kube::SyncStateName(watch.state()) << ")\n";
     }
-    (*found)[secret] = std::move(docker);
+    found[secret] = std::move(docker);
   }
-  return [found, settings_namespace = settings.namespace_](const std::string& secret,
-                                                           const std::string& host) {
-    auto it = found->find(secret);
-    if (it == found->end()) {
-      config::SecretAuth auth;
-      auth.problem = "Secret " + settings_namespace + "/" + secret + " was not read";
-      return auth;
-    }
-    return kube::SecretAuthFor(it->second, settings_namespace + "/" + secret, host);
-  };
+  return found;
 }
 
-// The Kubernetes part of --dry-run: which credentials were found and whether the ConfigMap can
-// be read and merged. Informational: the shim serves its local file without it, so the exit
-// code does not depend on it. Never prints a token or a password.
-void CheckConfigMap(const std::string& path, const config::Config& config, std::ostream& out) {
-  const config::KubeSync& settings = config.kube;
+// The ConfigMap's side of the inputs as the daemon would see it now: read once with the Secrets
+// it names, or, while the API server cannot be read, the input saved under stateDir. Says
+// what it found; never prints a token or a password.
+std::optional<config::ConfigMapInput> ReadConfigMapInput(const config::Config& node,
+                                                         std::ostream& out) {
+  const config::KubeSync& settings = node.kube;
   std::string name = settings.namespace_ + "/" + settings.name;
   if (!settings.enabled) {
     out << "configmap: sync off (configMap.enabled: false)\n";
-    return;
+    return std::nullopt;
   }
+  auto saved = [&]() -> std::optional<config::ConfigMapInput> {
+    if (node.state_dir.empty()) return std::nullopt;
+    StatusOr<std::optional<config::ConfigMapInput>> state =
+        config::LoadConfigMapState(node.state_dir);
+    if (!state.ok()) {
+      out << "  saved ConfigMap state: " << state.status().message() << "\n";
+      return std::nullopt;
+    }
+    if (!*state || (*state)->namespace_ != settings.namespace_ ||
+        (*state)->name != settings.name || (*state)->key != settings.key) {
+      return std::nullopt;
+    }
+    out << "  the last synced ConfigMap, saved in " << node.state_dir
+        << ", serves until the API server answers\n";
+    return **state;
+  };
   kube::Discovery discovery = kube::DiscoverCredentials();
   if (!discovery.credentials) {
-    out << "kubernetes: no credentials found; the local file alone will serve\n";
+    out << "kubernetes: no credentials found\n";
     for (const std::string& line : discovery.tried) out << "  " << line << "\n";
-    return;
+    return saved();
   }
   out << "kubernetes: credentials " << discovery.credentials->Describe() << "\n";
   auto api = kube::MakeApiClient(*discovery.credentials);
@@ -121,53 +126,78 @@ void CheckConfigMap(const std::string& path, const config::Config& config, std::
       break;
     case kube::SyncState::kKeyAbsent:
       out << "readable, but it has no key " << settings.key << "; the local file serves\n";
-      return;
+      return std::nullopt;
     case kube::SyncState::kAbsent:
       out << "does not exist; the local file serves (the shim watches for it)\n";
-      return;
+      return std::nullopt;
     case kube::SyncState::kUnauthorized:
       out << "cannot be read: " << read.detail
           << " (grant get/list/watch on it: deploy/rbac.yaml)\n";
-      return;
+      return saved();
     default:
       out << "cannot be read: " << read.detail << "\n";
-      return;
+      return saved();
   }
-  if (!read.payload) return;
-  config::SecretLookup secrets = ReadSecrets(*api, settings, *read.payload, out);
-  std::string local_text;
-  if (std::ifstream in{path}) {
-    std::ostringstream text;
-    text << in.rdbuf();
-    local_text = text.str();
-  }
-  config::MergeResult merged =
-      config::MergeConfigMap(local_text, path, *read.payload,
-                             "ConfigMap " + name + " key " + settings.key, secrets);
-  for (const std::string& w : merged.warnings) out << "  warning: " << w << "\n";
-  if (!merged.ok()) {
-    out << "  the payload would be rejected (nothing written):\n";
-    for (const std::string& e : merged.errors) out << "  error: " << e << "\n";
-    return;
-  }
-  out << "  the payload is valid; merged with the local file it "
-      << (merged.changed ? "changes it (the shim will rewrite it)" : "matches it") << "\n";
+  if (!read.payload) return std::nullopt;
+  config::ConfigMapInput input;
+  input.namespace_ = settings.namespace_;
+  input.name = settings.name;
+  input.key = settings.key;
+  input.payload = *read.payload;
+  input.secrets = ReadSecrets(*api, settings, *read.payload, out);
+  return input;
 }
 
 int DryRun(const std::string& path) {
-  config::ConfigPtr config = Load(path);
-  if (!config) {
+  config::ConfigInputs inputs;
+  inputs.file_path = path;
+  std::string error;
+  if (std::optional<std::string> text = daemon::ConfigFileWatch::Read(path, &error)) {
+    inputs.file_text = *text;
+  } else {
+    inputs.file_error = error + " (choose another with --file)";
+  }
+  config::Resolved alone = config::Resolve(inputs);
+  // The file names the node's own settings (the ConfigMap, stateDir); a file that needs the
+  // ConfigMap for its primary registry is still read for them.
+  config::LoadResult node =
+      config::ParseConfig(inputs.file_text, path, config::ParseOptions{.partial = true});
+  if (!inputs.file_error.empty() || !node.ok()) {
+    for (const std::string& w : alone.warnings) std::cerr << "warning: " << w << "\n";
+    for (const std::string& e : alone.errors) std::cerr << "error: " << e << "\n";
     std::cerr << "configuration " << path << " is not valid\n";
     return 1;
   }
-  std::cout << "# configuration " << path << ": valid; effective values (passwords masked)\n"
-            << config::ToMaskedYaml(*config);
+  inputs.configmap = ReadConfigMapInput(*node.config, std::cout);
+  config::Resolved resolved = config::Resolve(inputs);
+  if (inputs.configmap) {
+    for (const std::string& w : resolved.warnings) std::cout << "  warning: " << w << "\n";
+    if (resolved.ok()) {
+      std::cout << "  the payload is valid; merged with the local file it serves\n";
+    } else {
+      std::cout << "  the payload would be rejected; the configuration in force keeps serving:\n";
+      for (const std::string& e : resolved.errors) std::cout << "  error: " << e << "\n";
+      resolved = std::move(alone);
+    }
+  } else {
+    resolved = std::move(alone);
+  }
+  if (!resolved.ok()) {
+    for (const std::string& w : resolved.warnings) std::cerr << "warning: " << w << "\n";
+    for (const std::string& e : resolved.errors) std::cerr << "error: " << e << "\n";
+    std::cerr << "configuration " << path << " is not valid\n";
+    return 1;
+  }
+  if (!inputs.configmap) {
+    for (const std::string& w : resolved.warnings) std::cerr << "warning: " << w << "\n";
+  }
+  std::cout << "# configuration " << path
+            << ": valid; effective values (passwords masked), each with where it came from\n"
+            << config::ToMaskedYaml(*resolved.config, &resolved.origins);
   std::cout.flush();
-  bool runtime_ok = daemon::CheckRuntime(*config, std::cout);
+  bool runtime_ok = daemon::CheckRuntime(*resolved.config, std::cout);
   std::cout.flush();
-  CheckConfigMap(path, *config, std::cout);
-  std::cout.flush();
-  daemon::CheckRegistries(*config, std::cout);  // informational: the daemon starts either way
+  daemon::CheckRegistries(*resolved.config, std::cout);  // informational: the daemon starts either way
   std::cout.flush();
   return runtime_ok ? 0 : 1;
 }
@@ -251,9 +281,12 @@ int Main(int argc, char** argv) {
   }
   log::Init(debug);
   if (rewrite->parsed()) {
-    config::ConfigPtr config = Load(config_path);
-    if (!config) return 1;
-    return PrintRewrites(*config, images, std::cout, std::cerr);
+    // What the daemon serves: the file with the ConfigMap last synced, when one was saved.
+    daemon::StartupConfig startup = daemon::ResolveAtStart(config_path, /*announce=*/false);
+    for (const std::string& w : startup.resolved.warnings) std::cerr << "warning: " << w << "\n";
+    for (const std::string& e : startup.resolved.errors) std::cerr << "error: " << e << "\n";
+    if (!startup.resolved.ok()) return 1;
+    return PrintRewrites(*startup.resolved.config, images, std::cout, std::cerr);
   }
   if (dry_run) return DryRun(config_path);
   return daemon::Run(daemon::Options{config_path, debug});

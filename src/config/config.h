@@ -58,6 +58,9 @@ struct Config {
   std::chrono::milliseconds reload_interval = std::chrono::seconds(30);  // re-read sources
   KubeSync kube;
   Metrics metrics;
+  // `stateDir`: the last ConfigMap input that was applied is kept here, so a restart while the
+  // API server is unreachable serves it. "" = nothing is kept.
+  std::string state_dir = "/var/lib/image-cri-shim";
   // Every field: a reload that changes nothing can be told from one that does.
   bool operator==(const Config&) const = default;
 };

@@ -16,7 +16,8 @@ const std::vector<std::string> kCopiedKeys = {
     "address", "auth",    "registries",     "force",
     "debug",   "timeout", "reloadInterval", "fallbackToOrigin"};
 // Keys that describe the node itself: accepted in the payload only to be ignored with a warning.
-const std::vector<std::string> kNodeKeys = {"shim", "cri", "configMap", "metricsAddress"};
+const std::vector<std::string> kNodeKeys = {"shim", "cri", "configMap", "metricsAddress",
+                                            "stateDir"};
 
 bool Contains(const std::vector<std::string>& list, const std::string& item) {
   return std::find(list.begin(), list.end(), item) != list.end();
@@ -40,8 +41,12 @@ std::string Emit(const YAML::Node& node) {
 
 class PayloadConverter {
  public:
-  PayloadConverter(std::string source, MergeResult* result, const SecretLookup& secrets)
-      : source_(std::move(source)), result_(result), secrets_(secrets) {}
+  PayloadConverter(std::string source, ConvertedPayload* result, const SecretLookup& secrets,
+                   std::string secret_namespace)
+      : source_(std::move(source)),
+        result_(result),
+        secrets_(secrets),
+        secret_namespace_(std::move(secret_namespace)) {}
 
   // The payload as a map in the local file's keys, or nullopt after reporting errors.
   std::optional<YAML::Node> Convert(const std::string& text) {
@@ -118,8 +123,9 @@ class PayloadConverter {
     bool failed = false;
     std::optional<YAML::Node> auth;
   };
+  // `auth_path`: where the credentials land in the converted text ("auth", "registries[1].auth").
   SecretResult FromSecret(const YAML::Node& secret, const YAML::Node& address, bool has_auth,
-                          const std::string& key) {
+                          const std::string& key, const std::string& auth_path) {
     SecretResult out;
     std::string name = secret.IsScalar() ? secret.Scalar() : "";
     if (!IsSecretName(name)) {
@@ -149,6 +155,7 @@ class PayloadConverter {
         return out;
       }
       out.auth = YAML::Node(answer.username + ":" + answer.password);
+      result_->secret_auths[auth_path] = "Secret " + secret_namespace_ + "/" + name;
       return out;
     }
     if (has_auth) {
@@ -187,8 +194,9 @@ class PayloadConverter {
       }
       if (entry["authSecret"]) {
         copy.remove("authSecret");  // not a key of the local file
-        SecretResult secret = FromSecret(entry["authSecret"], entry["address"],
-                                         static_cast<bool>(entry["auth"]), key + ".authSecret");
+        SecretResult secret =
+            FromSecret(entry["authSecret"], entry["address"], static_cast<bool>(entry["auth"]),
+                       key + ".authSecret", "registries[" + std::to_string(out.size()) + "].auth");
         if (secret.failed) {
           ok = false;
           continue;
@@ -250,8 +258,9 @@ class PayloadConverter {
           }
         }
         if (value["authSecret"]) {
-          SecretResult secret = FromSecret(value["authSecret"], value["address"],
-                                           static_cast<bool>(value["auth"]), "sealos.authSecret");
+          SecretResult secret =
+              FromSecret(value["authSecret"], value["address"], static_cast<bool>(value["auth"]),
+                         "sealos.authSecret", "auth");
           if (secret.auth) out["auth"] = *secret.auth;
         }
       } else if (key == "registries") {
@@ -273,7 +282,7 @@ class PayloadConverter {
     if (root["authSecret"]) {
       // Settles after `auth` whatever the order of the keys: the Secret wins when it answers.
       SecretResult secret = FromSecret(root["authSecret"], root["address"],
-                                       static_cast<bool>(root["auth"]), "authSecret");
+                                       static_cast<bool>(root["auth"]), "authSecret", "auth");
       if (secret.auth) out["auth"] = *secret.auth;
     }
     if (seen.count("sealos") && seen.count("address")) {
@@ -285,8 +294,9 @@ class PayloadConverter {
   }
 
   std::string source_;
-  MergeResult* result_;
+  ConvertedPayload* result_;
   const SecretLookup& secrets_;
+  std::string secret_namespace_;
 };
 
 }  // namespace
@@ -331,51 +341,17 @@ std::vector<std::string> ReferencedSecrets(const std::string& payload) {
   return {names.begin(), names.end()};
 }
 
-MergeResult MergeConfigMap(const std::string& local_text, const std::string& local_source,
-                           const std::string& payload, const std::string& source,
-                           const SecretLookup& secrets) {
-  MergeResult result;
-  std::optional<YAML::Node> converted = PayloadConverter(source, &result, secrets).Convert(payload);
+ConvertedPayload ConvertPayload(const std::string& payload, const std::string& source,
+                                const SecretLookup& secrets, const std::string& secret_namespace) {
+  ConvertedPayload result;
+  std::optional<YAML::Node> converted =
+      PayloadConverter(source, &result, secrets, secret_namespace).Convert(payload);
   if (!converted) return result;
-
-  YAML::Node local;
   try {
-    local = YAML::Load(local_text);
+    result.text = Emit(*converted);
   } catch (const std::exception& e) {
-    result.errors.push_back(local_source +
-                            ": cannot merge the ConfigMap into it: the file is not "
-                            "valid YAML");
-    return result;
+    result.errors.push_back(source + ": cannot convert: " + e.what());
   }
-  if (!local.IsNull() && !local.IsMap()) {
-    result.errors.push_back(local_source +
-                            ": cannot merge the ConfigMap into it: not a map of settings");
-    return result;
-  }
-  try {
-    YAML::Node merged = local.IsNull() ? YAML::Node(YAML::NodeType::Map) : YAML::Clone(local);
-    // Credentials belong to one registry: a new primary address without auth is anonymous.
-    if (converted->IsMap() && (*converted)["address"] && !(*converted)["auth"]) {
-      const YAML::Node& view = merged;  // const: a lookup must not add the key
-      YAML::Node old_address = view["address"];
-      YAML::Node new_address = (*converted)["address"];
-      bool same = old_address && old_address.IsScalar() && new_address.IsScalar() &&
-                  old_address.Scalar() == new_address.Scalar();
-      if (!same && view["auth"]) merged["auth"] = "";
-    }
-    for (const auto& item : *converted) merged[item.first.Scalar()] = item.second;
-    result.text = Emit(merged);
-    // Compared as the file reads back: a node built here (an empty list) prints in another
-    // style than the same node loaded from text, and that is no change in substance.
-    result.changed =
-        Emit(YAML::Load(result.text)) != (local.IsNull() ? std::string("\n") : Emit(local));
-  } catch (const std::exception& e) {
-    result.errors.push_back(source + ": cannot merge: " + e.what());
-    return result;
-  }
-  result.loaded = ParseConfig(result.text, source + " merged into " + local_source);
-  for (const auto& e : result.loaded.errors) result.errors.push_back(e);
-  for (const auto& w : result.loaded.warnings) result.warnings.push_back(w);
   return result;
 }
 

@@ -22,33 +22,27 @@
 // whole, the running configuration keeps serving. The resolved credentials are written to the
 // local file in its `auth: "user:password"` form, like those of the ConfigMap itself.
 //
-// Merge rules: a key present in the payload replaces the local one; a key absent keeps the local
-// value (a payload without `registries` keeps the local list); `shim`, `cri`, `configMap` and
-// `metricsAddress` belong to the node and are never taken from the payload. The primary
-// registry's credentials go with its address: a payload that moves the primary to another
-// address without giving `auth` makes it anonymous rather than sending the old registry's
-// password to the new one.
+// The payload is converted into the local file's keys and then merged with the file by
+// config::Resolve (config/inputs.h), which holds the merge rules.
 #pragma once
 
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
+#include "config/inputs.h"
 #include "config/loader.h"
 
 namespace shim::config {
 
 struct MergeResult {
-  // The merged file content (the local file's keys, YAML). Set when errors is empty.
-  std::string text;
-  // True when `text` differs from the local content in substance (compared after both are
-  // re-emitted, so formatting and comments alone do not count): the file needs writing.
-  bool changed = false;
-  // The merged configuration, validated whole as the loader validates a file.
+  // The merged configuration, validated whole. Set when errors is empty.
   LoadResult loaded;
-  // Problems of the payload or of the merged result; each names `source`. Never a password.
+  // Problems of either source; each names its source. Never a password.
   std::vector<std::string> errors;
   std::vector<std::string> warnings;
+  Origins origins;  // where each value came from
   bool ok() const { return errors.empty(); }
 };
 
@@ -62,15 +56,33 @@ struct SecretAuth {
 // (Secret name, registry host as RegistryHostKey gives it) -> credentials or the problem.
 using SecretLookup = std::function<SecretAuth(const std::string& secret, const std::string& host)>;
 
-// Checks `payload` (the ConfigMap value) against the format above, merges it into `local_text`
-// (the local file's content) and validates the result. Any error rejects the payload whole.
-// `source` names the payload in messages, e.g. "ConfigMap kube-system/image-cri-shim key
-// registries.yaml"; `local_source` names the file. `secrets` resolves `authSecret`; without it
-// (--dry-run) each `authSecret` is a warning and its entry keeps only its `auth`, if any.
-// Never throws.
+// What the Secret `name` ("kube-system/x"), read as `config`, supplies for the registry `host`
+// (RegistryHostKey form): user name and password, or the problem.
+SecretAuth SecretAuthFor(const DockerConfig& config, const std::string& name,
+                         std::string_view host);
+
+// The payload in the local file's keys, checked against the format above, with the credentials
+// of each `authSecret` filled in through `secrets` (without it, --dry-run's view: each
+// `authSecret` is a warning and its entry keeps only its `auth`, if any).
+struct ConvertedPayload {
+  std::string text;  // YAML in the local file's keys; set when errors is empty
+  // Key paths in `text` ("auth", "registries[1].auth") whose credentials a Secret supplied, with
+  // "Secret ns/name".
+  std::map<std::string, std::string> secret_auths;
+  std::vector<std::string> errors;  // each names `source`; never a password
+  std::vector<std::string> warnings;
+};
+ConvertedPayload ConvertPayload(const std::string& payload, const std::string& source,
+                                const SecretLookup& secrets, const std::string& secret_namespace);
+
+// Checks `payload` (the ConfigMap value), merges it with `local_text` (the local file's
+// content) by the rules of config::Resolve and validates the result. Any error rejects the
+// payload whole. `source` names the payload in messages, e.g. "ConfigMap
+// kube-system/image-cri-shim key registries.yaml"; `local_source` names the file. Never throws.
 MergeResult MergeConfigMap(const std::string& local_text, const std::string& local_source,
                            const std::string& payload, const std::string& source,
-                           const SecretLookup& secrets = nullptr);
+                           const SecretLookup& secrets = nullptr,
+                           const std::string& secret_namespace = "kube-system");
 
 // The Secret names that `payload` refers to with `authSecret` (valid names only, sorted,
 // without duplicates); empty when it names none or is not readable YAML.

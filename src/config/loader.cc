@@ -86,7 +86,8 @@ using Entries = std::vector<std::pair<std::string, YAML::Node>>;
 // sees all of them at once instead of fixing one per run.
 class Parser {
  public:
-  explicit Parser(std::string source) : source_(std::move(source)) {}
+  Parser(std::string source, ParseOptions options)
+      : source_(std::move(source)), options_(options) {}
 
   LoadResult Parse(const std::string& text) {
     YAML::Node root;
@@ -113,6 +114,11 @@ class Parser {
     }
     if (result_.errors.empty()) {
       result_.config = std::make_shared<const Config>(std::move(config_));
+    } else {
+      result_.keys.clear();
+      result_.has_primary = false;
+      result_.registry_keys.clear();
+      result_.registry_paths.clear();
     }
     return std::move(result_);
   }
@@ -340,13 +346,15 @@ class Parser {
     }
   }
 
-  std::optional<Registry> RegistryEntry(const YAML::Node& node, const std::string& key) {
+  std::optional<Registry> RegistryEntry(const YAML::Node& node, const std::string& key,
+                                        std::set<std::string>* keys_given) {
     if (!node.IsMap()) {
       Error(key, "expected a map with address and auth, found " + std::string(KindOf(node)));
       return std::nullopt;
     }
     Entries entries =
         MapEntries(node, key, {"address", "auth", "prefixes", "ca", "insecureSkipVerify"});
+    for (const auto& [name, value] : entries) keys_given->insert(name);
     Registry registry;
     bool ok = true;
     if (const YAML::Node* address = Find(entries, "address")) {
@@ -457,11 +465,12 @@ class Parser {
     }
     Entries entries;
     if (root.IsMap()) {
-      entries =
-          MapEntries(root, "",
-                     {"shim", "cri", "address", "auth", "registries", "force", "debug", "timeout",
-                      "reloadInterval", "fallbackToOrigin", "configMap", "metricsAddress"});
+      entries = MapEntries(root, "",
+                           {"shim", "cri", "address", "auth", "registries", "force", "debug",
+                            "timeout", "reloadInterval", "fallbackToOrigin", "configMap",
+                            "metricsAddress", "stateDir"});
     }
+    for (const auto& [name, value] : entries) result_.keys.insert(name);
 
     if (const YAML::Node* node = Find(entries, "shim"))
       SocketPath(*node, "shim", &config_.shim_socket);
@@ -470,20 +479,29 @@ class Parser {
 
     // The primary registry: `address` and `auth` at the top level.
     std::vector<std::pair<std::string, Registry>> registries;  // key path, registry
+    std::vector<std::set<std::string>> keys_given;             // beside `registries`
     Registry primary;
     bool primary_ok = false;
     if (const YAML::Node* node = Find(entries, "address")) {
       primary_ok = Address(*node, "address", &primary);
-    } else {
+    } else if (Find(entries, "auth") && options_.partial) {
+      Error("auth", "is the primary registry's credentials: give `address` beside it");
+    } else if (!options_.partial) {
       Error("address",
             "missing: the primary registry is required (e.g. https://registry.company.com)");
     }
+    std::set<std::string> primary_keys = {"address"};
     if (const YAML::Node* node = Find(entries, "auth")) {
       std::optional<Credentials> credentials = Auth(*node, "auth");
       if (credentials) primary.auth = *credentials;
       primary_ok = primary_ok && credentials.has_value();
+      primary_keys.insert("auth");
     }
-    if (primary_ok) registries.emplace_back("address", std::move(primary));
+    if (primary_ok) {
+      registries.emplace_back("address", std::move(primary));
+      keys_given.push_back(std::move(primary_keys));
+      result_.has_primary = true;
+    }
 
     if (const YAML::Node* node = Find(entries, "registries"); node && !node->IsNull()) {
       if (!node->IsSequence()) {
@@ -492,8 +510,10 @@ class Parser {
       } else {
         for (size_t i = 0; i < node->size(); ++i) {
           std::string key = "registries[" + std::to_string(i) + "]";
-          if (std::optional<Registry> registry = RegistryEntry((*node)[i], key)) {
+          std::set<std::string> given;
+          if (std::optional<Registry> registry = RegistryEntry((*node)[i], key, &given)) {
             registries.emplace_back(key, std::move(*registry));
+            keys_given.push_back(std::move(given));
           }
         }
       }
@@ -511,7 +531,11 @@ class Parser {
         }
       }
     }
-    for (auto& [key, registry] : registries) config_.registries.push_back(std::move(registry));
+    for (auto& [key, registry] : registries) {
+      result_.registry_paths.push_back(key);
+      config_.registries.push_back(std::move(registry));
+    }
+    result_.registry_keys = std::move(keys_given);
 
     if (const YAML::Node* node = Find(entries, "force")) {
       if (std::optional<bool> value = Bool(*node, "force")) config_.force = *value;
@@ -532,17 +556,36 @@ class Parser {
     }
     if (const YAML::Node* node = Find(entries, "configMap")) ConfigMap(*node);
     if (const YAML::Node* node = Find(entries, "metricsAddress")) MetricsAddress(*node);
+    if (const YAML::Node* node = Find(entries, "stateDir")) StateDir(*node);
+  }
+
+  // `stateDir`: an absolute directory for what the shim keeps between restarts; "" = keep
+  // nothing.
+  void StateDir(const YAML::Node& node) {
+    std::optional<std::string> value = String(node, "stateDir");
+    if (!value) return;
+    if (!value->empty() && value->front() != '/') {
+      Error("stateDir", Quote(*value) +
+                            " is not an absolute directory (e.g. /var/lib/image-cri-shim; \"\" "
+                            "keeps nothing between restarts)");
+      return;
+    }
+    std::string dir = *value;
+    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+    config_.state_dir = dir;
   }
 
   std::string source_;
+  ParseOptions options_;
   Config config_;
   LoadResult result_;
 };
 
 }  // namespace
 
-LoadResult ParseConfig(const std::string& yaml_text, const std::string& source) {
-  return Parser(source).Parse(yaml_text);
+LoadResult ParseConfig(const std::string& yaml_text, const std::string& source,
+                       ParseOptions options) {
+  return Parser(source, options).Parse(yaml_text);
 }
 
 LoadResult LoadConfigFile(const std::string& path) {
@@ -645,39 +688,52 @@ std::string FormatDuration(std::chrono::milliseconds duration) {
   return out;
 }
 
-std::string ToMaskedYaml(const Config& config) {
+std::string ToMaskedYaml(const Config& config, const Origins* origins) {
   YAML::Emitter out;
-  out << YAML::BeginMap;
-  out << YAML::Key << "shim" << YAML::Value << config.shim_socket;
-  out << YAML::Key << "cri" << YAML::Value << config.cri_socket;
-  auto registry = [&](const Registry& r, bool primary) {
-    out << YAML::Key << "address" << YAML::Value << r.address;
-    out << YAML::Key << "auth" << YAML::Value << Masked(r.auth);
-    if (primary) return;
-    out << YAML::Key << "prefixes" << YAML::Value << YAML::Flow << r.prefixes;
-    out << YAML::Key << "ca" << YAML::Value << r.ca_file;
-    out << YAML::Key << "insecureSkipVerify" << YAML::Value << r.insecure_skip_verify;
+  // Each value, with a comment naming where it came from when origins are asked for.
+  auto source = [&](const std::string& path) {
+    if (origins == nullptr) return;
+    auto it = origins->find(path);
+    out << YAML::Comment(it == origins->end() ? "default" : it->second);
   };
-  if (!config.registries.empty()) registry(config.registries[0], true);
+  auto value = [&](const std::string& key, const std::string& path, const auto& v) {
+    out << YAML::Key << key << YAML::Value << v;
+    source(path);
+  };
+  out << YAML::BeginMap;
+  value("shim", "shim", config.shim_socket);
+  value("cri", "cri", config.cri_socket);
+  auto registry = [&](const Registry& r, const std::string& prefix, bool primary) {
+    value("address", prefix + "address", r.address);
+    value("auth", prefix + "auth", Masked(r.auth));
+    // The primary has no more keys in the file; a promoted backup may bring them.
+    if (primary && r.prefixes.empty() && r.ca_file.empty() && !r.insecure_skip_verify) return;
+    out << YAML::Key << "prefixes" << YAML::Value << YAML::Flow << r.prefixes;
+    source(prefix + "prefixes");
+    value("ca", prefix + "ca", r.ca_file);
+    value("insecureSkipVerify", prefix + "insecureSkipVerify", r.insecure_skip_verify);
+  };
+  if (!config.registries.empty()) registry(config.registries[0], "", true);
   out << YAML::Key << "registries" << YAML::Value << YAML::BeginSeq;
   for (size_t i = 1; i < config.registries.size(); ++i) {
     out << YAML::BeginMap;
-    registry(config.registries[i], false);
+    registry(config.registries[i], "registries[" + std::to_string(i - 1) + "].", false);
     out << YAML::EndMap;
   }
   out << YAML::EndSeq;
-  out << YAML::Key << "force" << YAML::Value << config.force;
-  out << YAML::Key << "debug" << YAML::Value << config.debug;
-  out << YAML::Key << "timeout" << YAML::Value << FormatDuration(config.timeout);
-  out << YAML::Key << "reloadInterval" << YAML::Value << FormatDuration(config.reload_interval);
-  out << YAML::Key << "fallbackToOrigin" << YAML::Value << config.fallback_to_origin;
+  value("force", "force", config.force);
+  value("debug", "debug", config.debug);
+  value("timeout", "timeout", FormatDuration(config.timeout));
+  value("reloadInterval", "reloadInterval", FormatDuration(config.reload_interval));
+  value("fallbackToOrigin", "fallbackToOrigin", config.fallback_to_origin);
   out << YAML::Key << "configMap" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "enabled" << YAML::Value << config.kube.enabled;
-  out << YAML::Key << "namespace" << YAML::Value << config.kube.namespace_;
-  out << YAML::Key << "name" << YAML::Value << config.kube.name;
-  out << YAML::Key << "key" << YAML::Value << config.kube.key;
+  value("enabled", "configMap.enabled", config.kube.enabled);
+  value("namespace", "configMap.namespace", config.kube.namespace_);
+  value("name", "configMap.name", config.kube.name);
+  value("key", "configMap.key", config.kube.key);
   out << YAML::EndMap;
-  out << YAML::Key << "metricsAddress" << YAML::Value << config.metrics.address;
+  value("metricsAddress", "metricsAddress", config.metrics.address);
+  value("stateDir", "stateDir", config.state_dir);
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }

@@ -2,6 +2,8 @@
 #pragma once
 
 #include <chrono>
+#include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -14,10 +16,27 @@ struct LoadResult {
   std::vector<std::string> errors;    // each names the source, key path, bad value, expectation
   std::vector<std::string> warnings;  // unknown keys and the like; never fatal
   bool ok() const { return errors.empty(); }
+
+  // What the text set itself, for merging two sources value by value (config/resolve.h).
+  // `keys`: the top-level keys present ("force", "registries", ...). `has_primary`: whether
+  // config->registries[0] is the primary (`address`) rather than the first of `registries`.
+  // `registry_keys[i]`: the keys config->registries[i] was given ("address", "auth", "prefixes",
+  // ...), and `registry_paths[i]` its key path ("address" or "registries[2]").
+  std::set<std::string> keys;
+  bool has_primary = false;
+  std::vector<std::set<std::string>> registry_keys;
+  std::vector<std::string> registry_paths;
+};
+
+struct ParseOptions {
+  // The primary registry (`address`) may be absent: the text is one of several sources and
+  // another may give it. Every other check stays.
+  bool partial = false;
 };
 
 // `source` names the input in messages (a file path). Never throws.
-LoadResult ParseConfig(const std::string& yaml_text, const std::string& source);
+LoadResult ParseConfig(const std::string& yaml_text, const std::string& source,
+                       ParseOptions options = {});
 
 // Reads `path` and parses it; a missing or unreadable file is an error naming the path.
 LoadResult LoadConfigFile(const std::string& path);
@@ -29,8 +48,14 @@ bool ParseDuration(const std::string& text, std::chrono::milliseconds* out);
 // The inverse, in the shortest Go form: "15m", "1h30m", "1s500ms", "0s".
 std::string FormatDuration(std::chrono::milliseconds duration);
 
+// Where each value of an effective configuration came from, by the key path ToMaskedYaml prints
+// ("address", "registries[0].auth", "configMap.name"): "file", "ConfigMap", "Secret ns/name".
+// A path without an entry is a default.
+using Origins = std::map<std::string, std::string>;
+
 // The effective configuration as YAML, in the file's own keys, with every password masked
-// (Masked()): what --dry-run prints. Never contains a password.
-std::string ToMaskedYaml(const Config& config);
+// (Masked()): what --dry-run prints. With `origins`, each value carries a comment naming where
+// it came from ("# file", "# ConfigMap", "# default"). Never contains a password.
+std::string ToMaskedYaml(const Config& config, const Origins* origins = nullptr);
 
 }  // namespace shim::config

@@ -1,15 +1,15 @@
-// The sources of the running configuration and the thread that watches them: the local file
-// (inotify on its directory, so replacement by rename counts; every reloadInterval; SIGHUP) and
-// the Kubernetes ConfigMap (read once, then watched; merged into the file) with the Secrets its
-// entries name for their credentials (`authSecret`: each read once, then watched). Every new
-// configuration is validated whole and published with ConfigStore::Swap; an invalid one is
-// logged with its reason, counted as failed, and the running one keeps serving.
+// The configuration pipeline of the daemon: the inputs (the local file, watched with inotify on
+// its directory, every reloadInterval and on SIGHUP; the ConfigMap and the Secrets it names,
+// through kube::ConfigMapWatch) go through config::Resolve, and every configuration that
+// resolves is published with ConfigStore::Swap. One that does not is logged with every reason,
+// counted as failed, and the running one keeps serving. The ConfigMap input last applied is kept
+// under `stateDir` (config/state_dir.h), so a restart while the API server is unreachable
+// serves it. The operator's file is only read.
 //
 // Threads: ConfigSources owns one background thread that does all the blocking work (files,
-// HTTP); its API requests (the ConfigMap's watch and one per Secret) share one curl multi
-// handle on that thread. Construct, Start and Stop from one thread (the daemon's main thread);
-// RequestReload and stats() may be called from any thread and never block on I/O, so the relay's
-// event loop may call them.
+// HTTP). Construct, Start and Stop from one thread (the daemon's main thread); RequestReload and
+// stats() may be called from any thread and never block on I/O, so the relay's event loop may
+// call them.
 #pragma once
 
 #include <array>
@@ -24,6 +24,7 @@
 #include <string>
 #include <thread>
 
+#include "config/inputs.h"
 #include "config/store.h"
 #include "kube/credentials.h"
 
@@ -47,8 +48,19 @@ struct ConfigSourceStats {
   std::optional<std::chrono::system_clock::time_point> last_sync_ok;    // API answered usefully
 };
 
+// The configuration the daemon starts with: the local file merged with the ConfigMap input saved
+// under `stateDir` when there is one that still resolves, else the file alone.
+struct StartupConfig {
+  config::Resolved resolved;
+  std::optional<config::ConfigMapInput> configmap;  // the saved input in `resolved`, if any
+};
+// `announce`: say in the log when the saved ConfigMap applies (the daemon does; `rewrite` not).
+StartupConfig ResolveAtStart(const std::string& config_path, bool announce = true);
+
 struct ConfigSourcesOptions {
   std::string config_path = {};
+  // The ConfigMap input the store's configuration was resolved with (StartupConfig).
+  std::optional<config::ConfigMapInput> initial_configmap = {};
   bool force_debug = false;  // --debug: debug logging whatever the file says
   // Called on the sources' thread after a reload asked for by RequestReload() finished (ok or
   // not): the daemon tells systemd it is ready again.
@@ -70,7 +82,8 @@ class ConfigSources {
 
   // Starts the thread. REQUIRES: not started yet.
   void Start();
-  // Asks for a re-read of the file (SIGHUP). Returns at once; the reload runs on the thread.
+  // Asks for a re-read of the file, the ConfigMap and the Secrets it names (SIGHUP): one read
+  // each, then the watches go on. Returns at once; the reload runs on the thread.
   void RequestReload();
   // Stops the thread, abandoning a watch in progress. Idempotent.
   void Stop();

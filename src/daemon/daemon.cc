@@ -206,13 +206,16 @@ bool RuntimeAnswers(relay::EventLoop& loop, relay::RelayServer& server, std::str
 }  // namespace
 
 int Run(const Options& options) {
-  auto loaded = config::LoadConfigFile(options.config_path);
-  log::Init(options.debug || (loaded.config && loaded.config->debug));
+  log::Init(options.debug);
+  // The file, with the ConfigMap last synced (kept under stateDir) when there is one.
+  StartupConfig startup = ResolveAtStart(options.config_path);
+  config::Resolved& loaded = startup.resolved;
   for (const auto& w : loaded.warnings) spdlog::warn("config warning: {}", w);
   if (!loaded.ok()) {
     for (const auto& e : loaded.errors) spdlog::error("config error: {}", e);
     return 2;
   }
+  log::SetDebug(options.debug || loaded.config->debug);
   config::ConfigStore store(loaded.config);
   const config::Config& config = *loaded.config;
 
@@ -272,6 +275,7 @@ int Run(const Options& options) {
 
   // Reloads read files and talk to the API server: on the sources' own thread, never the loop.
   ConfigSources sources({.config_path = options.config_path,
+                         .initial_configmap = startup.configmap,
                          .force_debug = options.debug,
                          .on_requested_reload_done =
                              [&loop] { loop.Post([] { NotifySystemd("READY=1"); }); }},

@@ -72,18 +72,6 @@ DockerAuth ParseEntry(const Json& entry) {
 
 }  // namespace
 
-const DockerAuth* DockerConfig::Find(std::string_view host) const {
-  if (host.empty()) return nullptr;
-  const DockerAuth* normalised = nullptr;
-  for (const auto& [key, auth] : auths) {
-    std::string lower = key;
-    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (lower == host) return &auth;
-    if (normalised == nullptr && config::RegistryHostKey(key) == host) normalised = &auth;
-  }
-  return normalised;
-}
-
 DockerConfig ParseDockerConfigJson(std::string_view json) {
   DockerConfig out;
   Json document = Json::parse(json, nullptr, false);
@@ -129,23 +117,6 @@ DockerConfig DockerConfigFromSecret(const ObjectState& secret, const std::string
   }
   out = ParseDockerConfigJson(*json);
   if (!out.ok()) out.error = "Secret " + name + ": " + out.error;
-  return out;
-}
-
-config::SecretAuth SecretAuthFor(const DockerConfig& config, const std::string& name,
-                                 std::string_view host) {
-  config::SecretAuth out;
-  std::string full = "Secret " + name;
-  if (!config.ok()) {
-    out.problem = config.error;
-  } else if (const DockerAuth* auth = config.Find(host); !auth) {
-    out.problem = full + " has no entry for " + std::string(host) + " in .dockerconfigjson";
-  } else if (!auth->ok()) {
-    out.problem = full + ": the entry for " + std::string(host) + " " + auth->error;
-  } else {
-    out.username = auth->username;
-    out.password = auth->password;
-  }
   return out;
 }
 

@@ -20,27 +20,10 @@ namespace shim::kube {
 inline constexpr std::string_view kDockerConfigJsonType = "kubernetes.io/dockerconfigjson";
 inline constexpr std::string_view kDockerConfigJsonKey = ".dockerconfigjson";
 
-// One entry of `auths`, or why it cannot be used.
-struct DockerAuth {
-  std::string username;
-  std::string password;
-  std::string error;  // set: unusable (never a secret)
-  bool ok() const { return error.empty(); }
-};
-
-struct DockerConfig {
-  std::string error;  // set: the whole document is unusable (never a secret)
-  // In the document's order; the key as written ("reg.example.com:5000", "https://reg/v1/").
-  std::vector<std::pair<std::string, DockerAuth>> auths;
-  bool ok() const { return error.empty(); }
-
-  // The entry for the registry host `host` (as config::RegistryHostKey gives it:
-  // "reg.example.com", "reg.example.com:5000"). Keys match after the same normalisation
-  // (scheme, path, default port and case dropped), so "https://Reg.example.com/v1/" matches
-  // "reg.example.com". A key written exactly as `host` wins over one that only normalises to
-  // it; otherwise the first in the document. nullptr when none matches.
-  const DockerAuth* Find(std::string_view host) const;
-};
+// The values live in config/ (config/inputs.h): they are part of the configuration inputs.
+using config::DockerAuth;
+using config::DockerConfig;
+using config::SecretAuthFor;
 
 // Parses the JSON text of `.dockerconfigjson`. Per entry: username and password when both are
 // given; otherwise `auth` (base64 of "user:password", split at the first ':', so a password
@@ -50,11 +33,5 @@ DockerConfig ParseDockerConfigJson(std::string_view json);
 // A Secret as the API gives it: checks its type, decodes `.dockerconfigjson` from base64 and
 // parses it. `name` ("kube-system/x") is used in error texts.
 DockerConfig DockerConfigFromSecret(const ObjectState& secret, const std::string& name);
-
-// What the Secret `name` ("kube-system/x"), read as `config`, supplies for the registry `host`
-// (config::RegistryHostKey form): user name and password, or the problem, in the form the
-// ConfigMap merge takes (config::SecretLookup).
-config::SecretAuth SecretAuthFor(const DockerConfig& config, const std::string& name,
-                                 std::string_view host);
 
 }  // namespace shim::kube

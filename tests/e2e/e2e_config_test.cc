@@ -98,8 +98,9 @@ class ConfigE2E : public ::testing::Test {
   std::string LocalConfig(const std::string& extra = "") const {
     return "shim: " + dir_->File("shim.sock") + "\ncri: " + containerd_->Socket() +
            "\naddress: " + a_->Address() + "\nauth: \"" + kUserA + ":" + kPasswordA +
-           "\"\nreloadInterval: 1h\n" + extra;
+           "\"\nreloadInterval: 1h\nstateDir: " + StateDir() + "\n" + extra;
   }
+  std::string StateDir() const { return dir_->File("state"); }
 
   void StartShim(const std::string& local, const std::string& time_scale = "0.05") {
     WriteFile(path_, local, 0644);

@@ -594,7 +594,8 @@ class FaultsE2E : public ::testing::Test {
       yaml += "registries:\n- address: " + second.Address() + "\n  auth: \"" + second.username() +
               ":" + second.password() + "\"\n";
     }
-    return yaml + "timeout: 5m\nreloadInterval: 1h\nconfigMap:\n  enabled: " +
+    return yaml + "timeout: 5m\nreloadInterval: 1h\nstateDir: " + dir_->File("state") +
+           "\nconfigMap:\n  enabled: " +
            (setup.config_map ? "true" : "false") + "\nmetricsAddress: \"\"\n";
   }
 

@@ -113,6 +113,7 @@ class SecretE2E : public ::testing::Test {
     WriteFile(path_,
               "shim: " + dir_->File("shim.sock") + "\ncri: " + containerd_->Socket() +
                   "\naddress: " + registry_->Address() + "\nreloadInterval: 1h\n" +
+                  "stateDir: " + dir_->File("state") + "\n" +
                   "metricsAddress: 127.0.0.1:" + std::to_string(metrics_port_) + "\n",
               0644);
     shim_ = std::make_unique<ShimProcess>(

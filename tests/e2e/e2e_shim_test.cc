@@ -154,6 +154,8 @@ struct ShimConfigSpec {
 std::string ShimConfigYaml(const ShimConfigSpec& spec) {
   std::string out = "shim: " + spec.shim_socket + "\n";
   out += "cri: " + spec.cri_socket + "\n";
+  // Beside the socket, in the test's own directory: never the machine's state.
+  out += "stateDir: " + spec.shim_socket + ".state\n";
   out += "address: " + spec.primary.address + "\n";
   out += "auth: \"" + spec.primary.auth + "\"\n";
   if (!spec.more.empty()) {

@@ -1,11 +1,14 @@
 // ConfigSources in-process: the local file (edit, rename, SIGHUP, invalid edit) and the
-// ConfigMap (merge and atomic write, live change, invalid payload, absent registries, API down
-// at start) through the store the daemon serves from, with every log line checked for secrets.
+// ConfigMap (merged, never written into the file, kept under stateDir; live change, invalid
+// payload, absent registries, promotion of a backup, API down at start, restart with the API
+// down, SIGHUP) through the store the daemon serves from, with every log line checked for
+// secrets.
 #include <gtest/gtest.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <sstream>
 
@@ -84,13 +87,20 @@ class ConfigSourcesTest : public ::testing::Test {
   }
 
   void StartSources(const std::string& local, bool with_kube = true) {
-    WriteFile(path_, local, 0644);
+    // The test's own state directory: never the machine's /var/lib/image-cri-shim.
+    WriteFile(path_, local + "stateDir: " + StateDir() + "\n", 0644);
     config::LoadResult loaded = config::LoadConfigFile(path_);
     ASSERT_TRUE(loaded.ok()) << loaded.errors[0];
     store_ = std::make_unique<config::ConfigStore>(loaded.config);
+    StartSourcesWith(std::nullopt, with_kube);
+  }
+
+  // Starts the sources on the file as it is and the store as it is.
+  void StartSourcesWith(const std::optional<config::ConfigMapInput>& initial,
+                        bool with_kube = true) {
     std::map<std::string, std::string> env;
     if (with_kube) env["KUBECONFIG"] = dir_->File("kubeconfig");
-    daemon::ConfigSourcesOptions options{.config_path = path_};
+    daemon::ConfigSourcesOptions options{.config_path = path_, .initial_configmap = initial};
     options.discovery.getenv = [env](const std::string& name) -> std::optional<std::string> {
       auto it = env.find(name);
       if (it == env.end()) return std::nullopt;
@@ -102,6 +112,7 @@ class ConfigSourcesTest : public ::testing::Test {
     sources_->Start();
   }
 
+  std::string StateDir() const { return dir_->File("state"); }
   config::ConfigPtr Current() const { return store_->Get(); }
   std::string Primary() const { return Current()->registries[0].address; }
   uint64_t Ok(ReloadSource s) const { return sources_->stats().reloads_ok[static_cast<size_t>(s)]; }
@@ -175,27 +186,40 @@ TEST_F(ConfigSourcesTest, ShimAndCriChangesWaitForARestart) {
   EXPECT_NE(Log().find("needs a restart"), std::string::npos);
 }
 
-TEST_F(ConfigSourcesTest, ConfigMapAtStartIsMergedAndWrittenWithMode0600) {
+TEST_F(ConfigSourcesTest, AConfigMapAtStartAppliesTheFileIsLeftAloneAndTheStateIs0600) {
   server_->SetData({{"registries.yaml", kPayload}});
   server_->Start();
-  StartSources(LocalConfig());
+  StartSources("# the operator's comment stays\n" + LocalConfig());
+  std::string file_before = ReadFile(path_);
+  struct stat file_stat {};
+  ASSERT_EQ(stat(path_.c_str(), &file_stat), 0);
   ASSERT_TRUE(WaitForPrimary("https://registry.company.com")) << Log();
   EXPECT_TRUE(Current()->debug);
   EXPECT_EQ(Current()->registries.size(), 2u) << "local registries kept";
   EXPECT_EQ(Current()->registries[0].auth.password, "cm-secret-pw-1");
-  std::string file = ReadFile(path_);
-  EXPECT_NE(file.find("registry.company.com"), std::string::npos) << file;
-  EXPECT_NE(file.find("local-mirror.example.com"), std::string::npos) << file;
-  EXPECT_NE(file.find("/run/test/shim.sock"), std::string::npos) << file;
-  struct stat st {};
-  ASSERT_EQ(stat(path_.c_str(), &st), 0);
-  EXPECT_EQ(st.st_mode & 07777, 0600u);
   EXPECT_EQ(Ok(ReloadSource::kConfigMap), 1u);
   EXPECT_EQ(sources_->stats().sync_state, "synced");
   EXPECT_TRUE(sources_->stats().last_sync_ok.has_value());
-  // Our own write is not taken for an edit.
+
+  // The operator's file: byte for byte, same inode, same mode.
+  EXPECT_EQ(ReadFile(path_), file_before);
+  struct stat after {};
+  ASSERT_EQ(stat(path_.c_str(), &after), 0);
+  EXPECT_EQ(after.st_ino, file_stat.st_ino);
+  EXPECT_EQ(after.st_mode & 07777, 0644u);
+
+  // The ConfigMap is kept under stateDir: directory 0700, file 0600.
+  std::string state = StateDir() + "/configmap.yaml";
+  ASSERT_TRUE(WaitUntil([&] { return ReadFile(state).find("cm-secret-pw-1") != std::string::npos; },
+                        5s))
+      << Log();
+  struct stat st {};
+  ASSERT_EQ(stat(state.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  ASSERT_EQ(stat(StateDir().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0700u);
   std::this_thread::sleep_for(300ms);
-  EXPECT_EQ(Ok(ReloadSource::kFile), 0u);
+  EXPECT_EQ(Ok(ReloadSource::kFile), 0u) << "nothing was written, so no edit was seen";
 }
 
 TEST_F(ConfigSourcesTest, ALiveChangeAppliesWithinTwoSeconds) {
@@ -214,17 +238,21 @@ TEST_F(ConfigSourcesTest, ALiveChangeAppliesWithinTwoSeconds) {
       "configmap_change_to_applied_ms",
       static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(took).count()));
   EXPECT_EQ(Current()->registries[0].auth.username, "u2");
-  EXPECT_NE(ReadFile(path_).find("second.example.com"), std::string::npos);
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        return ReadFile(StateDir() + "/configmap.yaml").find("second.example.com") !=
+               std::string::npos;
+      },
+      5s));
+  EXPECT_EQ(ReadFile(path_).find("second.example.com"), std::string::npos);
 }
 
-TEST_F(ConfigSourcesTest, AnInvalidPayloadIsRejectedAndNothingIsWritten) {
+TEST_F(ConfigSourcesTest, AnInvalidPayloadIsRejectedAndAnInPlaceEditStillApplies) {
   server_->SetData({{"registries.yaml", kPayload}});
   server_->Start();
   StartSources(LocalConfig());
   ASSERT_TRUE(WaitForPrimary("https://registry.company.com")) << Log();
-  std::string file_before = ReadFile(path_);
-  struct stat before {};
-  ASSERT_EQ(stat(path_.c_str(), &before), 0);
+  std::string state_before = ReadFile(StateDir() + "/configmap.yaml");
   config::ConfigPtr running = Current();
 
   server_->SetData({{"registries.yaml",
@@ -232,20 +260,16 @@ TEST_F(ConfigSourcesTest, AnInvalidPayloadIsRejectedAndNothingIsWritten) {
                      "bad-secret-pw}}\nregistries:\n- address: ftp://nope\n"}});
   ASSERT_TRUE(WaitUntil([&] { return Failed(ReloadSource::kConfigMap) == 1; }, 5s)) << Log();
   EXPECT_EQ(Current(), running);
-  EXPECT_EQ(ReadFile(path_), file_before);
-  struct stat after {};
-  ASSERT_EQ(stat(path_.c_str(), &after), 0);
-  EXPECT_EQ(after.st_ino, before.st_ino) << "the file was replaced";
   EXPECT_NE(Log().find("registries[0].address"), std::string::npos) << Log();
-  EXPECT_NE(Log().find("nothing written"), std::string::npos) << Log();
+  EXPECT_NE(Log().find("the last good one stays in force"), std::string::npos) << Log();
+  EXPECT_EQ(ReadFile(StateDir() + "/configmap.yaml"), state_before) << "a bad payload is not kept";
 
-  // The previous payload stays in force for local edits too.
-  // Replaced by rename, as config management does: an in-place rewrite can be read half
-  // written while the shim merges (a known race, see the issue notes).
-  WriteFile(path_ + ".new", LocalConfig("timeout: 5m\n"));
-  ASSERT_EQ(rename((path_ + ".new").c_str(), path_.c_str()), 0);
+  // The good payload stays in force for local edits too; the file is edited in place, which
+  // can no longer race with the shim (it never writes the file).
+  WriteFile(path_, LocalConfig("timeout: 5m\n"));
   ASSERT_TRUE(WaitUntil([&] { return Current()->timeout == 5min; }, 5s)) << Log();
   EXPECT_EQ(Primary(), "https://registry.company.com");
+  EXPECT_EQ(Failed(ReloadSource::kConfigMap), 1u) << "the rejected payload is not judged again";
 }
 
 TEST_F(ConfigSourcesTest, APayloadWithoutRegistriesKeepsTheLocalOnes) {
@@ -276,16 +300,94 @@ TEST_F(ConfigSourcesTest, ApiDownAtStartThenUp) {
   EXPECT_EQ(sources_->stats().sync_state, "synced");
 }
 
-TEST_F(ConfigSourcesTest, ALocalEditOfAFieldTheConfigMapSetsIsMergedBack) {
+TEST_F(ConfigSourcesTest, AnInPlaceEditDuringAConfigMapChangeIsKeptAndApplied) {
   server_->SetData({{"registries.yaml", kPayload}});
   server_->Start();
   StartSources(LocalConfig());
   ASSERT_TRUE(WaitForPrimary("https://registry.company.com")) << Log();
-  WriteFile(path_, LocalConfig("timeout: 7m\n"));  // also says address: local.example.com
-  ASSERT_TRUE(WaitUntil([&] { return Current()->timeout == 7min; }, 5s)) << Log();
+  ASSERT_TRUE(server_->WaitForOpenWatches(1, 5s));
+  // The operator edits the file while the ConfigMap changes: both take effect, the edit is
+  // never overwritten.
+  std::string edited = LocalConfig("timeout: 7m\n# edited by hand\n");
+  WriteFile(path_, edited);
+  server_->SetData({{"registries.yaml", std::string(kPayload) + "fallbackToOrigin: true\n"}});
+  ASSERT_TRUE(
+      WaitUntil([&] { return Current()->timeout == 7min && Current()->fallback_to_origin; }, 5s))
+      << Log();
   EXPECT_EQ(Primary(), "https://registry.company.com");
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(ReadFile(path_), edited);
+}
+
+TEST_F(ConfigSourcesTest, AConfigMapThatPromotesTheFilesBackupIsAppliedWithItsCredentials) {
+  // The file: primary local.example.com, backup local-mirror.example.com with credentials. The
+  // ConfigMap promotes the backup (the documented `sealos.address` shape, no auth).
+  std::string local =
+      "shim: /run/test/shim.sock\ncri: /run/test/containerd.sock\n"
+      "address: https://local.example.com\nauth: \"local-user:local-secret-pw\"\n"
+      "registries:\n- address: https://local-mirror.example.com\n"
+      "  auth: \"mirror-user:local-secret-pw\"\nreloadInterval: 1h\n";
+  server_->SetData(
+      {{"registries.yaml", "sealos:\n  address: https://local-mirror.example.com\n"}});
+  server_->Start();
+  StartSources(local);
+  ASSERT_TRUE(WaitForPrimary("https://local-mirror.example.com")) << Log();
+  ASSERT_EQ(Current()->registries.size(), 1u) << "listed once, at its first position";
+  EXPECT_EQ(Current()->registries[0].auth.username, "mirror-user");
+  EXPECT_EQ(Failed(ReloadSource::kConfigMap), 0u) << Log();
+  EXPECT_EQ(Log().find("list each registry once"), std::string::npos) << Log();
+}
+
+TEST_F(ConfigSourcesTest, ARestartWithTheApiServerDownServesTheLastSyncedConfigMap) {
+  server_->SetData({{"registries.yaml", kPayload}});
+  server_->Start();
+  StartSources(LocalConfig());
+  ASSERT_TRUE(WaitForPrimary("https://registry.company.com")) << Log();
+  ASSERT_TRUE(WaitUntil(
+      [&] { return ReadFile(StateDir() + "/configmap.yaml").find("cm-secret-pw-1") !=
+                   std::string::npos; },
+      5s));
+  sources_->Stop();
+  sources_.reset();
+  server_->Stop();
+
+  // The daemon starts again: the file and the saved ConfigMap, before any API answer.
+  daemon::StartupConfig startup = daemon::ResolveAtStart(path_);
+  ASSERT_TRUE(startup.resolved.ok()) << startup.resolved.errors[0];
+  ASSERT_TRUE(startup.configmap.has_value());
+  EXPECT_EQ(startup.resolved.config->registries[0].address, "https://registry.company.com");
+  EXPECT_EQ(startup.resolved.config->registries[0].auth.password, "cm-secret-pw-1");
+  EXPECT_EQ(startup.resolved.origins.at("address"), "ConfigMap");
+
+  // And keeps serving it while the API server cannot be reached.
+  store_ = std::make_unique<config::ConfigStore>(startup.resolved.config);
+  StartSourcesWith(startup.configmap);
+  ASSERT_TRUE(WaitUntil([&] { return sources_->stats().sync_state == "unreachable"; }, 5s))
+      << Log();
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(Primary(), "https://registry.company.com");
+  EXPECT_TRUE(Current()->debug);
+
+  // A deleted ConfigMap stops applying, and is no longer kept.
+  server_->Start();
+  server_->Delete();
+  ASSERT_TRUE(WaitForPrimary("https://local.example.com", 10s)) << Log();
   EXPECT_TRUE(WaitUntil(
-      [&] { return ReadFile(path_).find("registry.company.com") != std::string::npos; }, 5s));
+      [&] { return !std::filesystem::exists(StateDir() + "/configmap.yaml"); }, 5s));
+}
+
+TEST_F(ConfigSourcesTest, SighupReadsTheConfigMapAgain) {
+  server_->SetData({{"registries.yaml", kPayload}});
+  server_->Start();
+  StartSources(LocalConfig());
+  ASSERT_TRUE(WaitForPrimary("https://registry.company.com")) << Log();
+  ASSERT_TRUE(server_->WaitForOpenWatches(1, 5s));
+  int gets = server_->counts().gets;
+  sources_->RequestReload();
+  ASSERT_TRUE(WaitUntil([&] { return server_->counts().gets == gets + 1; }, 5s)) << Log();
+  EXPECT_TRUE(server_->WaitForOpenWatches(1, 5s));
+  EXPECT_NE(Log().find("re-reading the configuration file, the ConfigMap"), std::string::npos);
+  EXPECT_EQ(Primary(), "https://registry.company.com");
 }
 
 }  // namespace

@@ -39,7 +39,7 @@ class Cli : public testing::Test {
                         "  prefixes: [quay.io/]\n"
                         "- address: http://mirror.local:5000\n"
                         "cri: " +
-                        dir_ + "/no-runtime.sock\n");
+                        dir_ + "/no-runtime.sock\nstateDir: " + dir_ + "/state\n");
   }
   void TearDown() override { std::system(("rm -rf '" + dir_ + "'").c_str()); }
 
@@ -153,7 +153,8 @@ TEST_F(Cli, DryRunOnAMissingFileNamesIt) {
 }
 
 TEST_F(Cli, DryRunPrintsWarnings) {
-  std::string path = Write("warn.yaml", "address: r.example.com\ncolour: blue\n");
+  std::string path =
+      Write("warn.yaml", "address: r.example.com\ncolour: blue\nstateDir: " + dir_ + "/state\n");
   Output r = Run("--dry-run -f " + path);
   EXPECT_NE(r.err.find("warning: " + path + ": colour: unknown key"), std::string::npos) << r.err;
 }
