@@ -45,13 +45,13 @@ struct DockerConfig {
 
 // The ConfigMap's side of the inputs: its payload and the Secrets the payload names.
 struct ConfigMapInput {
-  std::string namespace_;  // where the ConfigMap and its Secrets live
-  std::string name;
-  std::string key;
-  std::string payload;  // the value of `key`
+  std::string namespace_ = {};  // where the ConfigMap and its Secrets live
+  std::string name = {};
+  std::string key = {};
+  std::string payload = {};  // the value of `key`
   // By Secret name: what each Secret the payload names (authSecret) held when read. A name
   // missing here has not been read; a Secret that could not be read has `error` set.
-  std::map<std::string, DockerConfig> secrets;
+  std::map<std::string, DockerConfig> secrets = {};
   bool operator==(const ConfigMapInput&) const = default;
 
   // "ConfigMap kube-system/image-cri-shim key registries.yaml": how messages name it.
@@ -59,10 +59,10 @@ struct ConfigMapInput {
 };
 
 struct ConfigInputs {
-  std::string file_path;     // names the local file in messages
-  std::string file_text;     // its content
-  std::string file_error;    // set: the file could not be read (file_text is then unused)
-  std::optional<ConfigMapInput> configmap;  // unset: no ConfigMap applies
+  std::string file_path = {};   // names the local file in messages
+  std::string file_text = {};   // its content
+  std::string file_error = {};  // set: the file could not be read (file_text is then unused)
+  std::optional<ConfigMapInput> configmap = {};  // unset: no ConfigMap applies
   bool operator==(const ConfigInputs&) const = default;
 };
 

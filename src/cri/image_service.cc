@@ -82,6 +82,9 @@ struct ImageService::PullAttempt {
   relay::EventLoop* loop = nullptr;
   relay::UpstreamPool* pool = nullptr;
   pb::PullImageRequest request;
+  // The snapshot the pull started with: candidates index its registries, so every try, health
+  // mark and metric label reads this one, never a configuration reloaded since.
+  config::ConfigPtr config;
   std::vector<image::Candidate> candidates;
   size_t next = 0;
   std::vector<std::shared_ptr<InterceptedCall>> callers;
@@ -168,6 +171,7 @@ void ImageService::Pull(std::shared_ptr<InterceptedCall> call, std::string_view,
   attempt->loop = &call->loop();
   attempt->pool = &call->pool();
   attempt->request = std::move(request);
+  attempt->config = config;
   attempt->candidates = image::Rewrite(*reference, *config);
   if (health_ != nullptr) {
     // Registries known to be down go last: still tried if nothing else works.
@@ -222,12 +226,10 @@ void ImageService::TryNextCandidate(std::shared_ptr<PullAttempt> attempt) {
                       fmt::format("image-cri-shim: pull of {} failed on every registry: {}",
                                   attempt->requested, fmt::join(attempt->failures, "; ")));
   }
-  config::ConfigPtr config = config_();
+  const config::Config& config = *attempt->config;
   const image::Candidate& candidate = attempt->candidates[attempt->next++];
   std::string registry_address =
-      candidate.is_origin() || candidate.registry_index >= static_cast<int>(config->registries.size())
-          ? std::string()
-          : config->registries[candidate.registry_index].address;
+      candidate.is_origin() ? std::string() : config.registries.at(candidate.registry_index).address;
   pb::PullImageRequest request = attempt->request;
   request.mutable_image()->set_image(candidate.image);
   ApplyCredentials(request, candidate);

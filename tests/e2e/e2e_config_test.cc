@@ -168,20 +168,82 @@ TempDir* ConfigE2E::pki_dir_ = nullptr;
 TestPki* ConfigE2E::pki_ = nullptr;
 std::string ConfigE2E::setup_error_;
 
-TEST_F(ConfigE2E, AConfigMapAtStartIsMergedIntoTheFileWithMode0600) {
+TEST_F(ConfigE2E, AConfigMapAtStartServesPullsAndTheOperatorsFileIsUntouched) {
   ASSERT_NE(id_a_, id_b_);
   api_->SetData({{"registries.yaml", SealosB()}});
   api_->Start();
-  StartShim(LocalConfig());
-  ASSERT_TRUE(WaitUntil([&] { return ReadFile(path_).find(b_->Host()) != std::string::npos; }, 10s))
-      << shim_->Log();
+  std::string local = "# node file: comments stay\n" + LocalConfig() + "# the end\n";
+  StartShim(local);
+  ASSERT_TRUE(PullUntil(id_b_, 10s)) << shim_->Log();
+  // Byte for byte, comments included, with its own mode.
+  EXPECT_EQ(ReadFile(path_), local);
   struct stat st {};
   ASSERT_EQ(stat(path_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0644u);
+  // The ConfigMap is kept for restarts under stateDir, 0600 in a 0700 directory.
+  std::string state = StateDir() + "/configmap.yaml";
+  ASSERT_TRUE(WaitUntil([&] { return ReadFile(state).find(b_->Host()) != std::string::npos; }, 5s))
+      << shim_->Log();
+  ASSERT_EQ(stat(state.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 07777, 0600u);
+  ASSERT_EQ(stat(StateDir().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0700u);
+}
+
+TEST_F(ConfigE2E, AConfigMapThatPromotesTheBackupServesPullsFromIt) {
+  // The node's file: primary A, backup B with its credentials. The ConfigMap promotes B in the
+  // documented shape, without repeating B's credentials.
+  api_->SetData({{"registries.yaml", "sealos:\n  address: " + b_->Address() + "\n"}});
+  api_->Start();
+  StartShim(LocalConfig("registries:\n- address: " + b_->Address() + "\n  auth: \"" + kUserB +
+                        ":" + kPasswordB + "\"\n"));
+  ASSERT_TRUE(PullUntil(id_b_, 10s)) << shim_->Log();
+  EXPECT_FALSE(LogHas("list each registry once", 0ms)) << shim_->Log();
+  EXPECT_FALSE(LogHas("ConfigMap payload rejected", 0ms)) << shim_->Log();
+}
+
+TEST_F(ConfigE2E, ARestartWithTheApiServerDownServesTheLastSyncedConfigMap) {
+  api_->SetData({{"registries.yaml", SealosB()}});
+  api_->Start();
+  StartShim(LocalConfig());
+  ASSERT_TRUE(PullUntil(id_b_, 10s)) << shim_->Log();
+  ASSERT_TRUE(WaitUntil(
+      [&] { return ReadFile(StateDir() + "/configmap.yaml").find(b_->Host()) != std::string::npos; },
+      5s));
+  shim_->Stop();
+  api_->Stop();
+  // Restarted while the API server is down: the first pull already goes to B.
   std::string file = ReadFile(path_);
-  EXPECT_NE(file.find(dir_->File("shim.sock")), std::string::npos) << "shim kept";
-  EXPECT_NE(file.find(containerd_->Socket()), std::string::npos) << "cri kept";
+  shim_ = std::make_unique<ShimProcess>(
+      ShimOptions{.config_path = path_,
+                  .socket_path = dir_->File("shim.sock"),
+                  .debug = true,
+                  .env = {{"KUBECONFIG", dir_->File("kubeconfig")},
+                          {"HOME", dir_->path()},
+                          {"SHIM_KUBE_TIME_SCALE", "0.05"}}});
+  shim_->Start();
+  client_ = std::make_unique<CriClient>(shim_->Socket());
+  EXPECT_EQ(Pull(), id_b_) << shim_->Log();
+  EXPECT_TRUE(LogHas("serving the last synced ConfigMap from the state directory")) << shim_->Log();
+  EXPECT_TRUE(LogHas("ConfigMap sync: unreachable")) << shim_->Log();
   EXPECT_EQ(Pull(), id_b_);
+  EXPECT_EQ(ReadFile(path_), file);
+}
+
+TEST_F(ConfigE2E, AnInPlaceEditDuringAConfigMapChangeIsKeptAndApplied) {
+  api_->SetData({{"registries.yaml", SealosA()}});
+  api_->Start();
+  StartShim(LocalConfig());
+  ASSERT_EQ(Pull(), id_a_);
+  ASSERT_TRUE(api_->WaitForOpenWatches(1, 10s));
+  // The operator edits the file in place while the ConfigMap moves the node to B.
+  std::string edited = LocalConfig("# edited by hand\ntimeout: 7m\n");
+  WriteFile(path_, edited);
+  api_->SetData({{"registries.yaml", SealosB()}});
+  ASSERT_TRUE(PullUntil(id_b_, 5s)) << shim_->Log();
+  EXPECT_TRUE(LogHas("config reloaded source=file")) << shim_->Log();
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(ReadFile(path_), edited);
 }
 
 TEST_F(ConfigE2E, AChangedConfigMapReachesNewPullsWithinTwoSeconds) {
@@ -225,7 +287,7 @@ TEST_F(ConfigE2E, AConfigMapWithoutRegistriesKeepsTheLocalOnes) {
   EXPECT_EQ(Pull(kOnlyOnB).rfind("sha256:", 0), 0u) << shim_->Log();
 }
 
-TEST_F(ConfigE2E, AnInvalidRegistriesYamlWritesNothingAndTheOldConfigServes) {
+TEST_F(ConfigE2E, AnInvalidRegistriesYamlKeepsTheOldConfigServing) {
   api_->SetData({{"registries.yaml", SealosB()}});
   api_->Start();
   StartShim(LocalConfig());

@@ -907,8 +907,8 @@ TEST_F(FaultsE2E, KubernetesApiFlapsUnderLoad) {
   api_->Start();
   WriteFile(dir_->File("kubeconfig"),
             MakeKubeconfig(api_->Url(), pki_->ca_pem, std::string(kToken)), 0600);
-  // The ConfigMap's address replaces the local primary (A); a local backup naming B would make
-  // the merged list name B twice, which the shim rightly rejects.
+  // The ConfigMap's address replaces the local primary (A); without a local backup, a pull that
+  // reaches B can only have come from the ConfigMap.
   StartShim({.backup = false, .config_map = true}, {{"KUBECONFIG", dir_->File("kubeconfig")},
                                                     {"HOME", dir_->path()},
                                                     {"SHIM_KUBE_TIME_SCALE", "0.05"}});

@@ -192,10 +192,13 @@ TEST_F(SecretE2E, APasswordOnlyInASecretPullsAndItsRotationAppliesWithinTwoSecon
   api_->Start();
   StartShim();
   ASSERT_TRUE(PullUntilOk(10s)) << shim_->Log();
-  // The node's copy holds it (0600), so the shim survives an API outage and a restart.
+  // The node keeps it under stateDir (0600), so the shim survives an API outage and a restart;
+  // the operator's file never holds it.
   struct stat st {};
-  ASSERT_EQ(stat(path_.c_str(), &st), 0);
+  ASSERT_TRUE(WaitUntil([&] { return stat(dir_->File("state/configmap.yaml").c_str(), &st) == 0; },
+                        5s));
   EXPECT_EQ(st.st_mode & 07777, 0600u);
+  EXPECT_EQ(ReadFile(path_).find(kPassword1), std::string::npos);
   ASSERT_TRUE(api_->WaitForOpenWatches(2, 10s)) << "the ConfigMap's and the Secret's";
 
   // The registry's password is rotated first: the old one is refused...
@@ -225,8 +228,8 @@ TEST_F(SecretE2E, APasswordOnlyInASecretPullsAndItsRotationAppliesWithinTwoSecon
   EXPECT_NE(dry.find("the payload is valid"), std::string::npos) << dry;
 }
 
-TEST_F(SecretE2E, AForbiddenSecretKeepsTheNodeServingItsLastGoodFile) {
-  // A first run leaves the password in the node's file...
+TEST_F(SecretE2E, AForbiddenSecretKeepsTheNodeServingItsLastGoodConfigMap) {
+  // A first run leaves the password in the node's state directory...
   api_->SetSecret("regcred", kType, SecretData(kPassword1));
   api_->SetData({{"registries.yaml", Payload()}});
   api_->Start();
@@ -235,7 +238,7 @@ TEST_F(SecretE2E, AForbiddenSecretKeepsTheNodeServingItsLastGoodFile) {
   shim_->Stop();
   shim_.reset();
   std::string file = ReadFile(path_);
-  // ...then the Role stops naming the Secret and the shim restarts from that file.
+  // ...then the Role stops naming the Secret and the shim restarts from that state.
   api_->ForbidSecret("regcred");
   shim_ =
       std::make_unique<ShimProcess>(ShimOptions{.config_path = path_,

@@ -1,0 +1,302 @@
+// config::Resolve, the one function from the configuration inputs (the local file, the ConfigMap
+// payload, the Secrets it names) to a Config: every merge rule, with no thread, file watch or API
+// server; and the state directory that keeps the last applied ConfigMap input.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "config/inputs.h"
+#include "config/loader.h"
+#include "config/state_dir.h"
+
+namespace shim::config {
+namespace {
+
+const char* kFile =
+    "shim: /run/shim/shim.sock\n"
+    "cri: /run/containerd/containerd.sock\n"
+    "# primary A, backup B: comments are the operator's\n"
+    "address: https://a.example.com\n"
+    "auth: \"user-a:file-pw-a\"\n"
+    "registries:\n"
+    "- address: https://b.example.com\n"
+    "  auth: \"user-b:file-pw-b\"\n"
+    "  prefixes: [docker.io/team/]\n"
+    "- address: https://c.example.com/cache\n"
+    "timeout: 10m\n";
+
+ConfigInputs Inputs(const std::string& payload,
+                    std::map<std::string, DockerConfig> secrets = {}) {
+  ConfigInputs inputs;
+  inputs.file_path = "/etc/image-cri-shim.yaml";
+  inputs.file_text = kFile;
+  inputs.configmap = ConfigMapInput{.namespace_ = "kube-system",
+                                    .name = "image-cri-shim",
+                                    .key = "registries.yaml",
+                                    .payload = payload,
+                                    .secrets = std::move(secrets)};
+  return inputs;
+}
+
+std::string Messages(const Resolved& r) {
+  std::string out;
+  for (const auto& e : r.errors) out += "error: " + e + "\n";
+  for (const auto& w : r.warnings) out += "warning: " + w + "\n";
+  return out;
+}
+
+std::vector<std::string> Addresses(const Config& c) {
+  std::vector<std::string> out;
+  for (const auto& r : c.registries) out.push_back(r.address);
+  return out;
+}
+
+TEST(Resolve, TheFileAloneIsTheFile) {
+  ConfigInputs inputs = Inputs("");
+  inputs.configmap.reset();
+  Resolved r = Resolve(inputs);
+  ASSERT_TRUE(r.ok()) << Messages(r);
+  EXPECT_EQ(*r.config, *ParseConfig(kFile, "x").config);
+  EXPECT_EQ(r.origins["address"], "file");
+  EXPECT_EQ(r.origins["registries[0].prefixes"], "file");
+  EXPECT_EQ(r.origins.count("registries[1].auth"), 0u) << "not given: a default";
+  EXPECT_EQ(r.origins.count("reloadInterval"), 0u);
+}
+
+TEST(Resolve, AConfigMapThatPromotesTheBackupKeepsItsCredentialsAndListsItOnce) {
+  // The shape of the documented example: the ConfigMap names B as the primary, no auth.
+  Resolved r = Resolve(Inputs("sealos:\n  address: https://b.example.com\n"));
+  ASSERT_TRUE(r.ok()) << Messages(r);
+  EXPECT_EQ(Addresses(*r.config),
+            (std::vector<std::string>{"https://b.example.com", "https://c.example.com/cache"}));
+  const Registry& b = r.config->registries[0];
+  EXPECT_EQ(b.auth.username, "user-b") << "B's own credentials, from the file";
+  EXPECT_EQ(b.prefixes, std::vector<std::string>{"docker.io/team/"});
+  EXPECT_EQ(r.origins["address"], "ConfigMap");
+  EXPECT_EQ(r.origins["auth"], "file");
+  // A is no longer listed, so its password goes nowhere.
+  for (const auto& reg : r.config->registries) EXPECT_NE(reg.auth.password, "file-pw-a");
+}
+
+TEST(Resolve, ARegistryInBothSourcesAppearsOnceWithTheConfigMapsSettingsWinning) {
+  Resolved r = Resolve(Inputs(
+      "registries:\n"
+      "- address: https://c.example.com/cache\n"
+      "  auth: {username: cm-c, password: cm-pw-c}\n"
+      "- address: https://a.example.com\n"  // the file's primary, again
+      "  prefixes: [quay.io/]\n"
+      "- address: https://d.example.com\n"));
+  ASSERT_TRUE(r.ok()) << Messages(r);
+  EXPECT_EQ(Addresses(*r.config),
+            (std::vector<std::string>{"https://a.example.com", "https://c.example.com/cache",
+                                      "https://d.example.com"}));
+  const Config& c = *r.config;
+  EXPECT_EQ(c.registries[0].auth.password, "file-pw-a") << "the file's, not given by the map";
+  EXPECT_EQ(c.registries[0].prefixes, std::vector<std::string>{"quay.io/"}) << "the map's";
+  EXPECT_EQ(c.registries[1].auth.username, "cm-c");
+  EXPECT_TRUE(c.registries[2].auth.empty());
+  EXPECT_EQ(r.origins["prefixes"], "ConfigMap");
+  EXPECT_EQ(r.origins["auth"], "file");
+  EXPECT_EQ(r.origins["registries[0].auth"], "ConfigMap");
+}
+
+TEST(Resolve, ADuplicateInsideOneSourceIsThatSourcesError) {
+  Resolved in_map = Resolve(Inputs(
+      "registries:\n- address: https://d.example.com\n- address: https://D.example.com:443/\n"));
+  ASSERT_FALSE(in_map.ok());
+  EXPECT_NE(Messages(in_map).find("ConfigMap kube-system/image-cri-shim key registries.yaml: "
+                                  "registries[1].address"),
+            std::string::npos)
+      << Messages(in_map);
+
+  ConfigInputs inputs = Inputs("debug: true\n");
+  std::string file = kFile;
+  file.insert(file.find("timeout"), "- address: https://b.example.com\n");  // B again
+  inputs.file_text = file;
+  Resolved in_file = Resolve(inputs);
+  ASSERT_FALSE(in_file.ok());
+  EXPECT_NE(Messages(in_file).find("/etc/image-cri-shim.yaml: registries[2].address"),
+            std::string::npos)
+      << Messages(in_file);
+}
+
+TEST(Resolve, AbsentKeysKeepTheFilesValuesAndNodeKeysAreTheFilesOnly) {
+  Resolved r = Resolve(Inputs("debug: true\nshim: /tmp/elsewhere.sock\nstateDir: /tmp/x\n"));
+  ASSERT_TRUE(r.ok()) << Messages(r);
+  const Config& c = *r.config;
+  EXPECT_TRUE(c.debug);
+  EXPECT_EQ(c.timeout, std::chrono::minutes(10));
+  EXPECT_EQ(c.shim_socket, "/run/shim/shim.sock");
+  EXPECT_EQ(c.state_dir, "/var/lib/image-cri-shim");
+  EXPECT_EQ(Addresses(c).size(), 3u);
+  EXPECT_EQ(r.origins["debug"], "ConfigMap");
+  EXPECT_EQ(r.origins["timeout"], "file");
+  EXPECT_NE(Messages(r).find("stateDir: belongs to the node"), std::string::npos) << Messages(r);
+}
+
+TEST(Resolve, AnAuthAloneRotatesThePrimarysPassword) {
+  Resolved r = Resolve(Inputs("sealos:\n  auth: {username: user-a, password: rotated-pw}\n"));
+  ASSERT_TRUE(r.ok()) << Messages(r);
+  EXPECT_EQ(r.config->registries[0].address, "https://a.example.com");
+  EXPECT_EQ(r.config->registries[0].auth.password, "rotated-pw");
+  EXPECT_EQ(r.origins["address"], "file");
+  EXPECT_EQ(r.origins["auth"], "ConfigMap");
+}
+
+TEST(Resolve, ANewPrimaryWithoutAuthIsAnonymous) {
+  Resolved r = Resolve(Inputs("sealos: {address: https://new.example.com}\n"));
+  ASSERT_TRUE(r.ok()) << Messages(r);
+  EXPECT_EQ(r.config->registries[0].address, "https://new.example.com");
+  EXPECT_TRUE(r.config->registries[0].auth.empty()) << "A's password must not follow";
+}
+
+TEST(Resolve, APrimaryOnlyInTheConfigMapIsEnough) {
+  ConfigInputs inputs = Inputs("sealos: {address: https://cm.example.com}\n");
+  inputs.file_text = "cri: /run/containerd/containerd.sock\n";
+  Resolved r = Resolve(inputs);
+  ASSERT_TRUE(r.ok()) << Messages(r);
+  EXPECT_EQ(r.config->registries[0].address, "https://cm.example.com");
+  // Neither source has one: an error naming both.
+  inputs.configmap->payload = "debug: true\n";
+  Resolved none = Resolve(inputs);
+  ASSERT_FALSE(none.ok());
+  EXPECT_NE(Messages(none).find("address: missing here and in ConfigMap"), std::string::npos)
+      << Messages(none);
+}
+
+TEST(Resolve, SecretsSupplyCredentialsAndAreNamedAsTheirOrigin) {
+  DockerConfig regcred;
+  regcred.auths = {{"https://b.example.com/v1/", DockerAuth{"robot-b", "secret-pw-b", ""}}};
+  Resolved r = Resolve(Inputs(
+      "registries:\n- address: https://b.example.com\n  authSecret: regcred\n",
+      {{"regcred", regcred}}));
+  ASSERT_TRUE(r.ok()) << Messages(r);
+  EXPECT_EQ(r.config->registries[1].auth.username, "robot-b");
+  EXPECT_EQ(r.origins["registries[0].auth"], "ConfigMap, Secret kube-system/regcred");
+  EXPECT_EQ(r.config->registries[1].prefixes, std::vector<std::string>{"docker.io/team/"})
+      << "not given by the map: the file's";
+  EXPECT_EQ(r.origins["registries[0].prefixes"], "file");
+
+  // Not read yet, or unreadable: the payload is rejected, naming the Secret, never a password.
+  Resolved unread =
+      Resolve(Inputs("registries:\n- address: https://b.example.com\n  authSecret: regcred\n"));
+  ASSERT_FALSE(unread.ok());
+  EXPECT_NE(Messages(unread).find("Secret kube-system/regcred has not been read"),
+            std::string::npos)
+      << Messages(unread);
+  DockerConfig forbidden;
+  forbidden.error = "Secret kube-system/regcred cannot be read (unauthorized)";
+  Resolved denied = Resolve(Inputs(
+      "registries:\n- address: https://b.example.com\n  authSecret: regcred\n",
+      {{"regcred", forbidden}}));
+  ASSERT_FALSE(denied.ok());
+  EXPECT_NE(Messages(denied).find("unauthorized"), std::string::npos);
+  EXPECT_EQ(Messages(denied).find("file-pw"), std::string::npos);
+}
+
+TEST(Resolve, AnUnreadableFileIsAnErrorAndTheSameInputsGiveTheSameAnswer) {
+  ConfigInputs inputs = Inputs("debug: true\n");
+  inputs.file_error = "/etc/image-cri-shim.yaml: cannot read the configuration file: EACCES";
+  Resolved r = Resolve(inputs);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.errors[0], inputs.file_error);
+
+  ConfigInputs good = Inputs("debug: true\n");
+  ConfigInputs same = good;
+  EXPECT_EQ(good, same);
+  EXPECT_EQ(*Resolve(good).config, *Resolve(same).config);
+}
+
+TEST(ToMaskedYaml, NamesTheOriginOfEachValueAndNoPassword) {
+  Resolved r = Resolve(Inputs("sealos:\n  address: https://b.example.com\ndebug: true\n"));
+  ASSERT_TRUE(r.ok()) << Messages(r);
+  std::string printed = ToMaskedYaml(*r.config, &r.origins);
+  EXPECT_NE(printed.find("address: https://b.example.com  # ConfigMap"), std::string::npos)
+      << printed;
+  EXPECT_NE(printed.find("auth: user-b:****  # file"), std::string::npos) << printed;
+  EXPECT_NE(printed.find("debug: true  # ConfigMap"), std::string::npos) << printed;
+  EXPECT_NE(printed.find("reloadInterval: 30s  # default"), std::string::npos) << printed;
+  EXPECT_EQ(printed.find("file-pw"), std::string::npos) << printed;
+}
+
+// --- the state directory ---
+
+class StateDirTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char pattern[] = "/tmp/state_dir_test.XXXXXX";
+    ASSERT_NE(::mkdtemp(pattern), nullptr);
+    root_ = pattern;
+    dir_ = root_ + "/state";
+  }
+  void TearDown() override { std::filesystem::remove_all(root_); }
+  std::string root_;
+  std::string dir_;
+};
+
+TEST_F(StateDirTest, ARoundTripGivesTheSameInputInA0700DirectoryAnd0600File) {
+  DockerConfig secret;
+  secret.auths = {{"b.example.com", DockerAuth{"u", "p:with:colons\n\"quoted\"", ""}},
+                  {"x", DockerAuth{"", "", "has only a token"}}};
+  ConfigMapInput input{.namespace_ = "kube-system",
+                       .name = "image-cri-shim",
+                       .key = "registries.yaml",
+                       .payload = "sealos:\n  address: b.example.com\n# no final newline",
+                       .secrets = {{"regcred", secret}, {"gone", DockerConfig{"absent", {}}}}};
+  ASSERT_TRUE(SaveConfigMapState(dir_, input).ok());
+  StatusOr<std::optional<ConfigMapInput>> loaded = LoadConfigMapState(dir_);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().message();
+  ASSERT_TRUE(loaded->has_value());
+  EXPECT_EQ(**loaded, input);
+  struct stat st {};
+  ASSERT_EQ(stat(dir_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0700u);
+  ASSERT_EQ(stat((dir_ + "/configmap.yaml").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+
+  ASSERT_TRUE(ClearConfigMapState(dir_).ok());
+  loaded = LoadConfigMapState(dir_);
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_FALSE(loaded->has_value());
+  EXPECT_TRUE(ClearConfigMapState(dir_).ok()) << "clearing twice is fine";
+}
+
+TEST_F(StateDirTest, ALinkOrADamagedFileIsRefusedWithoutShowingItsContent) {
+  ASSERT_EQ(::mkdir(dir_.c_str(), 0700), 0);
+  std::ofstream(root_ + "/elsewhere") << "version: 1\nname: x\npayload: \"secret-pw\"\n";
+  ASSERT_EQ(::symlink((root_ + "/elsewhere").c_str(), (dir_ + "/configmap.yaml").c_str()), 0);
+  StatusOr<std::optional<ConfigMapInput>> linked = LoadConfigMapState(dir_);
+  ASSERT_FALSE(linked.ok());
+  EXPECT_NE(linked.status().message().find(dir_ + "/configmap.yaml"), std::string::npos);
+  // Saving does not write through the link either.
+  EXPECT_FALSE(SaveConfigMapState(dir_, ConfigMapInput{.namespace_ = "a", .name = "b", .key = "c"})
+                   .ok());
+  std::stringstream kept;
+  kept << std::ifstream(root_ + "/elsewhere").rdbuf();
+  EXPECT_NE(kept.str().find("secret-pw"), std::string::npos);
+
+  ASSERT_EQ(::unlink((dir_ + "/configmap.yaml").c_str()), 0);
+  std::ofstream(dir_ + "/configmap.yaml") << "version: 1\npayload: [secret-pw\n";
+  StatusOr<std::optional<ConfigMapInput>> damaged = LoadConfigMapState(dir_);
+  ASSERT_FALSE(damaged.ok());
+  EXPECT_NE(damaged.status().message().find("damaged"), std::string::npos);
+  EXPECT_EQ(damaged.status().message().find("secret-pw"), std::string::npos);
+}
+
+TEST_F(StateDirTest, AStateDirectoryThatIsALinkIsRefused) {
+  ASSERT_EQ(::mkdir((root_ + "/real").c_str(), 0700), 0);
+  ASSERT_EQ(::symlink((root_ + "/real").c_str(), dir_.c_str()), 0);
+  Status saved =
+      SaveConfigMapState(dir_, ConfigMapInput{.namespace_ = "a", .name = "b", .key = "c"});
+  ASSERT_FALSE(saved.ok());
+  EXPECT_NE(saved.message().find(dir_), std::string::npos) << saved.message();
+  EXPECT_FALSE(std::filesystem::exists(root_ + "/real/configmap.yaml"));
+}
+
+}  // namespace
+}  // namespace shim::config
