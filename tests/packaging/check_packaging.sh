@@ -99,6 +99,13 @@ install)
     cmp -s "$unit" "$src/deploy/systemd/image-cri-shim.service"
   expect_mode "$unit" 644
   expect_exec_start "$unit" /usr/local/bin/image-cri-shim
+  # The state directory is systemd's to create (0700); the configuration directory stays
+  # read-only for the daemon, which never writes the operator's file.
+  check "unit has StateDirectory=image-cri-shim (0700)" \
+    bash -c "grep -qx 'StateDirectory=image-cri-shim' '$unit' && grep -qx 'StateDirectoryMode=0700' '$unit'"
+  check "unit does not make /etc/image-cri-shim writable" \
+    bash -c "! grep -E '^ReadWritePaths=.*etc/image-cri-shim' '$unit'"
+  check "install creates no state directory by hand" bash -c "! test -e '$stage/var/lib/image-cri-shim'"
   check "config installed" cmp -s "$config" "$src/deploy/config.yaml"
   expect_mode "$config" 600
   expect_mode "$stage/etc/image-cri-shim" 755
