@@ -1,13 +1,30 @@
 // Status and StatusOr: the value returned at every module boundary where the world (input,
-// network, files) can fail. Programming errors are not reported this way: they abort.
+// network, files) can fail. Programming errors are not reported this way: they abort, in release
+// builds too (an assert would vanish under NDEBUG and leave undefined behaviour instead).
 #pragma once
 
-#include <cassert>
+#include <cstdio>
+#include <cstdlib>
 #include <optional>
+#include <source_location>
 #include <string>
 #include <utility>
 
 namespace shim {
+
+namespace internal {
+
+// A broken REQUIRES: says where and why on stderr, then aborts (core dump, no unwinding).
+[[noreturn]] inline void CheckFailed(const char* what, const std::string& detail,
+                                     std::source_location where) {
+  std::fprintf(stderr, "%s:%u: %s: %s%s%s\n", where.file_name(),
+               static_cast<unsigned>(where.line()), where.function_name(), what,
+               detail.empty() ? "" : ": ", detail.c_str());
+  std::fflush(stderr);
+  std::abort();
+}
+
+}  // namespace internal
 
 class Status {
  public:
@@ -17,7 +34,10 @@ class Status {
 
   bool ok() const { return !message_.has_value(); }
   // REQUIRES: !ok()
-  const std::string& message() const { return *message_; }
+  const std::string& message(std::source_location where = std::source_location::current()) const {
+    if (!message_) internal::CheckFailed("Status::message() of an OK status", "", where);
+    return *message_;
+  }
 
  private:
   explicit Status(std::string message) : message_(std::move(message)) {}
@@ -27,19 +47,44 @@ class Status {
 template <typename T>
 class StatusOr {
  public:
-  StatusOr(T value) : value_(std::move(value)) {}                        // NOLINT: implicit
-  StatusOr(Status status) : status_(std::move(status)) { assert(!status_.ok()); }  // NOLINT
+  StatusOr(T value) : value_(std::move(value)) {}  // NOLINT: implicit
+  // REQUIRES: !status.ok() (an OK status carries no value to return)
+  StatusOr(Status status,  // NOLINT: implicit
+           std::source_location where = std::source_location::current())
+      : status_(std::move(status)) {
+    if (status_.ok()) internal::CheckFailed("StatusOr built from an OK status", "", where);
+  }
 
   bool ok() const { return value_.has_value(); }
   const Status& status() const { return status_; }
   // REQUIRES: ok()
-  const T& value() const& { return *value_; }
-  T& value() & { return *value_; }
-  T&& value() && { return std::move(*value_); }
-  const T& operator*() const& { return *value_; }
-  const T* operator->() const { return &*value_; }
+  const T& value(std::source_location where = std::source_location::current()) const& {
+    Check(where);
+    return *value_;
+  }
+  T& value(std::source_location where = std::source_location::current()) & {
+    Check(where);
+    return *value_;
+  }
+  T&& value(std::source_location where = std::source_location::current()) && {
+    Check(where);
+    return std::move(*value_);
+  }
+  const T& operator*() const& {
+    Check(std::source_location::current());
+    return *value_;
+  }
+  const T* operator->() const {
+    Check(std::source_location::current());
+    return &*value_;
+  }
 
  private:
+  // The error's message goes into the crash report: messages never hold credentials.
+  void Check(std::source_location where) const {
+    if (!value_) internal::CheckFailed("value of a failed StatusOr", status_.message(), where);
+  }
+
   Status status_;
   std::optional<T> value_;
 };
