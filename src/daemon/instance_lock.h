@@ -17,7 +17,8 @@ class InstanceLock {
   InstanceLock& operator=(const InstanceLock&) = delete;
 
   // Takes the lock at `path` (created 0600 if missing) and writes this process's pid into it.
-  // Fails, naming the holder's pid, when another process holds it.
+  // Fails, naming the holder's pid, when another process holds it. Refuses, without writing, a
+  // path that is a symbolic link, a hard link, or not a regular file (directory, fifo, device).
   Status Acquire(const std::string& path);
 
  private:
