@@ -4,10 +4,10 @@
 
 #include <algorithm>
 #include <deque>
-#include <fstream>
 #include <map>
 #include <mutex>
-#include <sstream>
+
+#include "util/file.h"
 
 namespace shim::kube {
 namespace {
@@ -45,7 +45,7 @@ struct Transfer {
   bool too_big = false;
   bool finished = false;  // libcurl is done with it (or it never started)
   CURLcode result = CURLE_OK;
-  std::string start_error;  // could not even start (token file)
+  std::string start_error;  // could not even start (a credential file could not be read)
   char error_text[CURL_ERROR_SIZE] = {};
 
   long Status() const {
@@ -143,18 +143,48 @@ class CurlApiClient final : public ApiClient {
   }
 
  private:
-  // The token is read again on every request: kubelet rotates projected service account tokens.
-  std::string Token(std::string* error) const {
-    if (!credentials_.token.empty()) return credentials_.token;
-    if (credentials_.token_file.empty()) return "";
-    std::ifstream in(credentials_.token_file);
-    if (!in) {
-      *error = "cannot read the token file " + credentials_.token_file;
-      return "";
+  // What a request authenticates and verifies with: the PEM texts, whether given inline or in
+  // files. Empty = not set.
+  struct Secrets {
+    std::string token;
+    std::string ca;
+    std::string cert;
+    std::string key;
+  };
+
+  // `data` if set, else the content of `file` if set. The error names the file, the system's
+  // reason and which credential it is, never the content.
+  bool Pem(const std::string& data, const std::string& file, const char* what, std::string* out,
+           std::string* error) const {
+    if (!data.empty() || file.empty()) {
+      *out = data;
+      return true;
     }
-    std::ostringstream text;
-    text << in.rdbuf();
-    return Trim(text.str());
+    StatusOr<std::string> text = util::ReadWholeFile(file);
+    if (!text.ok()) {
+      *error = text.status().message() + " (the " + what +
+               (credentials_.source.empty() ? "" : " of " + credentials_.source) +
+               "); fix the file or its permissions";
+      return false;
+    }
+    *out = std::move(text).value();
+    return true;
+  }
+
+  // Files are read again on every request: kubelet rotates projected service account tokens
+  // (and their ca.crt). Reading them here, not in libcurl, reports an unreadable one with its
+  // reason instead of as a vague TLS failure.
+  bool ReadSecrets(Secrets* out, std::string* error) const {
+    if (!Pem(credentials_.token, credentials_.token_file, "bearer token file", &out->token,
+             error)) {
+      return false;
+    }
+    if (credentials_.token.empty()) out->token = Trim(std::move(out->token));  // file's newline
+    return Pem(credentials_.ca_data, credentials_.ca_file, "CA file", &out->ca, error) &&
+           Pem(credentials_.client_cert_data, credentials_.client_cert_file,
+               "client certificate file", &out->cert, error) &&
+           Pem(credentials_.client_key_data, credentials_.client_key_file, "client key file",
+               &out->key, error);
   }
 
   static curl_blob Blob(const std::string& data) {
@@ -169,8 +199,8 @@ class CurlApiClient final : public ApiClient {
     t.watch = static_cast<bool>(on_line);
     t.on_line = std::move(on_line);
     t.done = std::move(done);
-    std::string token = Token(&t.start_error);
-    if (!t.start_error.empty()) {
+    Secrets secrets;
+    if (!ReadSecrets(&secrets, &t.start_error)) {
       t.finished = true;  // reported by the next Poll, never from inside this call
       transfers_.emplace(t.id, std::move(owned));
       return next_id_ - 1;
@@ -191,8 +221,8 @@ class CurlApiClient final : public ApiClient {
     curl_easy_setopt(t.easy, CURLOPT_ERRORBUFFER, t.error_text);
 
     t.headers = curl_slist_append(nullptr, "Accept: application/json");
-    if (!token.empty()) {
-      t.authorization = "Authorization: Bearer " + token;
+    if (!secrets.token.empty()) {
+      t.authorization = "Authorization: Bearer " + secrets.token;
       t.headers = curl_slist_append(t.headers, t.authorization.c_str());
     }
     curl_easy_setopt(t.easy, CURLOPT_HTTPHEADER, t.headers);
@@ -204,25 +234,18 @@ class CurlApiClient final : public ApiClient {
       curl_easy_setopt(t.easy, CURLOPT_SSL_VERIFYPEER, 1L);
       curl_easy_setopt(t.easy, CURLOPT_SSL_VERIFYHOST, 2L);
     }
-    curl_blob ca = Blob(credentials_.ca_data);
-    if (!credentials_.ca_data.empty()) {
-      curl_easy_setopt(t.easy, CURLOPT_CAINFO_BLOB, &ca);
-    } else if (!credentials_.ca_file.empty()) {
-      curl_easy_setopt(t.easy, CURLOPT_CAINFO, credentials_.ca_file.c_str());
-    }
-    curl_blob cert = Blob(credentials_.client_cert_data);
-    curl_blob key = Blob(credentials_.client_key_data);
-    if (!credentials_.client_cert_data.empty()) {
+    // CURL_BLOB_COPY: libcurl keeps its own copies, `secrets` may go.
+    curl_blob ca = Blob(secrets.ca);
+    if (!secrets.ca.empty()) curl_easy_setopt(t.easy, CURLOPT_CAINFO_BLOB, &ca);
+    curl_blob cert = Blob(secrets.cert);
+    if (!secrets.cert.empty()) {
       curl_easy_setopt(t.easy, CURLOPT_SSLCERT_BLOB, &cert);
       curl_easy_setopt(t.easy, CURLOPT_SSLCERTTYPE, "PEM");
-    } else if (!credentials_.client_cert_file.empty()) {
-      curl_easy_setopt(t.easy, CURLOPT_SSLCERT, credentials_.client_cert_file.c_str());
     }
-    if (!credentials_.client_key_data.empty()) {
+    curl_blob key = Blob(secrets.key);
+    if (!secrets.key.empty()) {
       curl_easy_setopt(t.easy, CURLOPT_SSLKEY_BLOB, &key);
       curl_easy_setopt(t.easy, CURLOPT_SSLKEYTYPE, "PEM");
-    } else if (!credentials_.client_key_file.empty()) {
-      curl_easy_setopt(t.easy, CURLOPT_SSLKEY, credentials_.client_key_file.c_str());
     }
     curl_multi_add_handle(multi_, t.easy);
     RequestId id = t.id;

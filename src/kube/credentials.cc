@@ -3,24 +3,23 @@
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
+
+#include "util/file.h"
 
 namespace shim::kube {
 namespace {
 
-std::optional<std::string> ReadWholeFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
-
-bool Exists(const std::string& path) {
-  return ::access(path.c_str(), F_OK) == 0;
+// "" when `path` exists; else why not, with the system's reason ("no such file" is the common
+// case, but a directory the shim may not search must not pass for a missing file).
+std::string Absent(const std::string& path) {
+  if (::access(path.c_str(), F_OK) == 0) return "";
+  if (errno == ENOENT) return "no such file";
+  return std::string("cannot check it: ") + std::strerror(errno);
 }
 
 // A scalar field of a map, "" when absent or not a scalar.
@@ -206,7 +205,8 @@ Discovery DiscoverCredentials(const DiscoveryEnv& env) {
   std::string port = get("KUBERNETES_SERVICE_PORT");
   std::string token_file = env.service_account_dir + "/token";
   if (!host.empty() && !port.empty()) {
-    if (Exists(token_file)) {
+    std::string token_absent = Absent(token_file);
+    if (token_absent.empty()) {
       Credentials c;
       c.source = "in-cluster service account";
       c.server =
@@ -217,8 +217,8 @@ Discovery DiscoverCredentials(const DiscoveryEnv& env) {
       out.credentials = c;
       return out;
     }
-    out.tried.push_back("in a pod: KUBERNETES_SERVICE_HOST is set but " + token_file +
-                        " does not exist");
+    out.tried.push_back("in a pod: KUBERNETES_SERVICE_HOST is set but " + token_file + ": " +
+                        token_absent);
   } else {
     out.tried.push_back("in a pod: no (KUBERNETES_SERVICE_HOST/_PORT not set)");
   }
@@ -227,15 +227,20 @@ Discovery DiscoverCredentials(const DiscoveryEnv& env) {
   if (std::string list = get("KUBECONFIG"); !list.empty()) {
     // Several files separated by ':' are merged by kubectl; the shim takes the first that exists.
     std::string first;
+    std::string skipped;  // "a: no such file; b: cannot check it: Permission denied"
     std::stringstream parts(list);
     for (std::string item; std::getline(parts, item, ':');) {
-      if (!item.empty() && Exists(item)) {
+      if (item.empty()) continue;
+      std::string absent = Absent(item);
+      if (absent.empty()) {
         first = item;
         break;
       }
+      skipped += (skipped.empty() ? "" : "; ") + item + ": " + absent;
     }
     if (first.empty()) {
-      out.tried.push_back("$KUBECONFIG=" + list + ": no such file");
+      out.tried.push_back("$KUBECONFIG=" + list + ": none of its files can be used (" + skipped +
+                          ")");
     } else {
       files.emplace_back("$KUBECONFIG", first);
     }
@@ -248,13 +253,13 @@ Discovery DiscoverCredentials(const DiscoveryEnv& env) {
   }
 
   for (const auto& [label, path] : files) {
-    if (!Exists(path)) {
-      out.tried.push_back(path + ": no such file");
+    if (std::string absent = Absent(path); !absent.empty()) {
+      out.tried.push_back(path + ": " + absent);
       continue;
     }
-    std::optional<std::string> text = ReadWholeFile(path);
-    if (!text) {
-      out.tried.push_back(path + ": cannot read");
+    StatusOr<std::string> text = util::ReadWholeFile(path);
+    if (!text.ok()) {
+      out.tried.push_back(text.status().message());  // "cannot read <path>: <reason>"
       continue;
     }
     StatusOr<Credentials> parsed = ParseKubeconfig(*text, path);

@@ -1,11 +1,12 @@
 #include "registry/prober.h"
-#include "util/log.h"
 
 #include <curl/curl.h>
 
-#include <fstream>
+#include <map>
 #include <mutex>
-#include <sstream>
+
+#include "util/file.h"
+#include "util/log.h"
 
 #include <spdlog/spdlog.h>
 
@@ -18,11 +19,53 @@ void InitCurlOnce() {
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
 }
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
+// The system's trust store on Debian and Ubuntu; elsewhere the registry's CA alone is trusted.
+constexpr const char* kSystemBundle = "/etc/ssl/certs/ca-certificates.crt";
+
+// A failure to read a registry's CA is logged when first seen, not at every probe (the prober
+// retries a down registry every few seconds): once per registry and reason, and again after the
+// file has been read once more, so that a later breakage is logged too.
+class CaFailureLog {
+ public:
+  void Failed(const std::string& registry, const std::string& error) {
+    std::lock_guard lock(mutex_);
+    std::string& last = last_error_[registry];
+    if (last == error) return;
+    last = error;
+    spdlog::warn(
+        "cannot read the CA file of a registry; its probes fail until it can be read "
+        "registry={} error={}",
+        registry, log::Quoted(error));
+  }
+  void Succeeded(const std::string& registry) {
+    std::lock_guard lock(mutex_);
+    last_error_.erase(registry);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::map<std::string, std::string> last_error_;  // GUARDED_BY(mutex_); registry -> error
+};
+
+CaFailureLog& CaFailures() {
+  static auto* log = new CaFailureLog;  // never destroyed: safe for a probe running at exit
+  return *log;
+}
+
+// The trust bundle for `registry`: the system's CAs and the registry's own `ca` (in addition,
+// not instead). Empty bundle = libcurl's default store. An unreadable `ca` is an error: probing
+// without it would judge the registry by another trust than the one configured.
+StatusOr<std::string> TrustBundle(const config::Registry& registry) {
+  if (registry.insecure_skip_verify || registry.ca_file.empty()) return std::string();
+  StatusOr<std::string> ca = util::ReadWholeFile(registry.ca_file);
+  if (!ca.ok()) {
+    CaFailures().Failed(registry.address, ca.status().message());
+    return Status::Error(ca.status().message() +
+                         " (the `ca` of this registry); fix the path or the file's permissions");
+  }
+  CaFailures().Succeeded(registry.address);
+  StatusOr<std::string> system = util::ReadWholeFile(kSystemBundle);
+  return (system.ok() ? system.value() + "\n" : std::string()) + ca.value();
 }
 
 struct Response {
@@ -50,8 +93,8 @@ size_t OnHeader(char* buffer, size_t size, size_t n, void* user) {
 
 size_t Discard(char*, size_t size, size_t n, void*) { return size * n; }
 
-// One GET. `credentials` empty = anonymous.
-Response Get(const config::Registry& registry, const std::string& url,
+// One GET. `credentials` empty = anonymous. `bundle` empty = libcurl's default trust store.
+Response Get(const config::Registry& registry, const std::string& bundle, const std::string& url,
              const config::Credentials* credentials, std::chrono::milliseconds timeout) {
   InitCurlOnce();
   Response response;
@@ -71,17 +114,14 @@ Response Get(const config::Registry& registry, const std::string& url,
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, Discard);
   curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
-  std::string bundle;
   curl_blob blob{};
   if (registry.insecure_skip_verify) {
     curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
     curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
-  } else if (!registry.ca_file.empty()) {
-    // The registry's own CA in addition to the system's, not instead of it.
-    bundle = ReadAll("/etc/ssl/certs/ca-certificates.crt") + "\n" + ReadAll(registry.ca_file);
-    blob.data = bundle.data();
+  } else if (!bundle.empty()) {
+    blob.data = const_cast<char*>(bundle.data());
     blob.len = bundle.size();
-    blob.flags = CURL_BLOB_NOCOPY;
+    blob.flags = CURL_BLOB_NOCOPY;  // `bundle` outlives the transfer
     curl_easy_setopt(curl, CURLOPT_CAINFO_BLOB, &blob);
   }
   if (credentials != nullptr && !credentials->empty()) {
@@ -126,7 +166,9 @@ ProbeResult ProbeRegistry(const config::Registry& registry, bool check_credentia
   // The API root is at the host, whatever path the registry address carries.
   std::string root = registry.scheme + "://" + registry.host + "/v2/";
   if (registry.host == "docker.io") root = "https://registry-1.docker.io/v2/";
-  Response anonymous = Get(registry, root, nullptr, timeout);
+  StatusOr<std::string> bundle = TrustBundle(registry);
+  if (!bundle.ok()) return {ProbeResult::State::kDown, bundle.status().message()};
+  Response anonymous = Get(registry, *bundle, root, nullptr, timeout);
   if (!anonymous.error.empty()) return {ProbeResult::State::kDown, anonymous.error};
   if (anonymous.status != 200 && anonymous.status != 401) {
     return {ProbeResult::State::kDown, "GET /v2/ answered HTTP " + std::to_string(anonymous.status)};
@@ -139,7 +181,7 @@ ProbeResult ProbeRegistry(const config::Registry& registry, bool check_credentia
                                           challenge.compare(0, 6, "bearer") == 0);
   std::string url = bearer ? TokenUrl(challenge) : root;
   if (url.empty()) return {ProbeResult::State::kUp, "credentials not checked: no token realm"};
-  Response with = Get(registry, url, &registry.auth, timeout);
+  Response with = Get(registry, *bundle, url, &registry.auth, timeout);
   if (!with.error.empty()) return {ProbeResult::State::kDown, with.error};
   if (with.status == 200) return {ProbeResult::State::kUp, ""};
   if (with.status == 401 || with.status == 403) {
