@@ -4,81 +4,27 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <optional>
 #include <sstream>
 
+#include "cri/method.h"
 #include "relay/grpc_wire.h"
 
 namespace shim::daemon {
 
 namespace {
 
-// Every method of the CRI (runtime.v1 and runtime.v1alpha2); index 0 is "other".
-constexpr std::string_view kMethods[] = {
-    "other",
-    "ImageService/ImageFsInfo",
-    "ImageService/ImageStatus",
-    "ImageService/ListImages",
-    "ImageService/PullImage",
-    "ImageService/RemoveImage",
-    "ImageService/StreamImages",
-    "RuntimeService/Attach",
-    "RuntimeService/CheckpointContainer",
-    "RuntimeService/CheckpointPod",
-    "RuntimeService/ContainerStats",
-    "RuntimeService/ContainerStatus",
-    "RuntimeService/CreateContainer",
-    "RuntimeService/Exec",
-    "RuntimeService/ExecSync",
-    "RuntimeService/GetContainerEvents",
-    "RuntimeService/ListContainerStats",
-    "RuntimeService/ListContainers",
-    "RuntimeService/ListMetricDescriptors",
-    "RuntimeService/ListPodSandbox",
-    "RuntimeService/ListPodSandboxMetrics",
-    "RuntimeService/ListPodSandboxStats",
-    "RuntimeService/PodSandboxStats",
-    "RuntimeService/PodSandboxStatus",
-    "RuntimeService/PortForward",
-    "RuntimeService/RemoveContainer",
-    "RuntimeService/RemovePodSandbox",
-    "RuntimeService/ReopenContainerLog",
-    "RuntimeService/RestorePod",
-    "RuntimeService/RunPodSandbox",
-    "RuntimeService/RuntimeConfig",
-    "RuntimeService/StartContainer",
-    "RuntimeService/Status",
-    "RuntimeService/StopContainer",
-    "RuntimeService/StopPodSandbox",
-    "RuntimeService/StreamContainerStats",
-    "RuntimeService/StreamContainers",
-    "RuntimeService/StreamPodSandboxMetrics",
-    "RuntimeService/StreamPodSandboxStats",
-    "RuntimeService/StreamPodSandboxes",
-    "RuntimeService/UpdateContainerResources",
-    "RuntimeService/UpdatePodSandboxResources",
-    "RuntimeService/UpdateRuntimeConfig",
-    "RuntimeService/Version",
-};
-constexpr size_t kMethodCount = std::size(kMethods);
-constexpr std::string_view kVersionNames[] = {"v1", "v1alpha2"};
+// Method ids are version * kMethodSlots + slot, where slot 0 is "other" (no CRI method, or no
+// CRI path at all) and slot i + 1 is cri::CriMethods()[i].
+const size_t kMethodSlots = cri::CriMethods().size() + 1;
 
-// The image methods that get a latency histogram, by method index.
-constexpr std::string_view kImageMethods[] = {
-    "ImageService/PullImage", "ImageService/ImageStatus", "ImageService/RemoveImage",
-    "ImageService/ListImages", "RuntimeService/CreateContainer"};
-
-size_t MethodIndex(std::string_view method) {
-  for (size_t i = 1; i < kMethodCount; ++i) {
-    if (kMethods[i] == method) return i;
-  }
-  return 0;
+std::string_view SlotName(size_t slot) {
+  return slot == 0 ? "other" : cri::CriMethods()[slot - 1].name;
 }
 
-int ImageMethodIndex(size_t method) {
-  for (size_t i = 0; i < std::size(kImageMethods); ++i) {
-    if (kMethods[method] == kImageMethods[i]) return static_cast<int>(i);
-  }
-  return -1;
+// The latency histogram of the intercepted method in `slot`, if it has one.
+std::optional<cri::ImageMethod> HistogramMethod(size_t slot) {
+  return slot == 0 ? std::nullopt : cri::CriMethods()[slot - 1].intercepted;
 }
 
 std::string CodeLabel(size_t code) {
@@ -101,35 +47,24 @@ std::string Escape(std::string_view value) {
 
 }  // namespace
 
-Metrics::Metrics() : calls_(kVersions * kMethodCount), image_latency_(std::size(kImageMethods)) {}
+Metrics::Metrics()
+    : calls_(cri::kApiVersionCount * kMethodSlots), image_latency_(cri::kImageMethodCount) {}
 
 int Metrics::MethodId(std::string_view path) {
-  // "/runtime.v1.ImageService/PullImage" -> version 0, method "ImageService/PullImage"
-  constexpr std::string_view kPrefix = "/runtime.";
-  size_t version = 0;
-  if (path.starts_with(kPrefix)) {
-    path.remove_prefix(kPrefix.size());
-    if (path.starts_with("v1alpha2.")) {
-      version = 1;
-      path.remove_prefix(9);
-    } else if (path.starts_with("v1.")) {
-      path.remove_prefix(3);
-    } else {
-      path = {};
-    }
-  } else {
-    path = {};
-  }
-  return static_cast<int>(version * kMethodCount + MethodIndex(path));
+  std::optional<cri::CriPath> classified = cri::ClassifyPath(path);
+  // A path outside the CRI counts as "other" under v1, the version every runtime serves.
+  if (!classified) return 0;
+  size_t slot = classified->method ? *classified->method + 1 : 0;
+  return static_cast<int>(static_cast<size_t>(classified->version) * kMethodSlots + slot);
 }
 
 void Metrics::OnCallFinished(int method_id, int grpc_code, std::chrono::nanoseconds duration) {
   size_t code = grpc_code >= 0 && grpc_code <= 16 ? static_cast<size_t>(grpc_code) : 17;
   size_t id = static_cast<size_t>(method_id) % calls_.size();
   calls_[id][code].fetch_add(1, std::memory_order_relaxed);
-  int image = ImageMethodIndex(id % kMethodCount);
-  if (image < 0) return;
-  Histogram& h = image_latency_[static_cast<size_t>(image)];
+  std::optional<cri::ImageMethod> intercepted = HistogramMethod(id % kMethodSlots);
+  if (!intercepted) return;
+  Histogram& h = image_latency_[static_cast<size_t>(*intercepted)];
   double seconds = std::chrono::duration<double>(duration).count();
   for (size_t b = 0; b < kBuckets.size(); ++b) {
     if (seconds <= kBuckets[b]) h.buckets[b].fetch_add(1, std::memory_order_relaxed);
@@ -154,23 +89,24 @@ std::string Metrics::Render() const {
   out +=
       "# HELP image_cri_shim_calls_total CRI calls served, by API version, method and gRPC "
       "status.\n# TYPE image_cri_shim_calls_total counter\n";
-  for (size_t v = 0; v < kVersions; ++v) {
-    for (size_t m = 0; m < kMethodCount; ++m) {
+  for (size_t v = 0; v < cri::kApiVersionCount; ++v) {
+    std::string_view version = cri::ApiVersionName(static_cast<cri::ApiVersion>(v));
+    for (size_t m = 0; m < kMethodSlots; ++m) {
       for (size_t c = 0; c < kCodes; ++c) {
-        uint64_t n = calls_[v * kMethodCount + m][c].load(std::memory_order_relaxed);
+        uint64_t n = calls_[v * kMethodSlots + m][c].load(std::memory_order_relaxed);
         if (n == 0) continue;
         out += fmt::format(
-            "image_cri_shim_calls_total{{version=\"{}\",method=\"{}\",code=\"{}\"}} {}\n",
-            kVersionNames[v], kMethods[m], CodeLabel(c), n);
+            "image_cri_shim_calls_total{{version=\"{}\",method=\"{}\",code=\"{}\"}} {}\n", version,
+            SlotName(m), CodeLabel(c), n);
       }
     }
   }
   out +=
       "# HELP image_cri_shim_image_call_duration_seconds Time to answer the image calls the "
       "shim handles itself.\n# TYPE image_cri_shim_image_call_duration_seconds histogram\n";
-  for (size_t i = 0; i < std::size(kImageMethods); ++i) {
+  for (size_t i = 0; i < cri::kImageMethodCount; ++i) {
     const Histogram& h = image_latency_[i];
-    std::string method(kImageMethods[i]);
+    std::string_view method = cri::MethodName(static_cast<cri::ImageMethod>(i));
     for (size_t b = 0; b < kBuckets.size(); ++b) {
       out += fmt::format(
           "image_cri_shim_image_call_duration_seconds_bucket{{method=\"{}\",le=\"{}\"}} {}\n",

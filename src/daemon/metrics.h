@@ -1,8 +1,8 @@
 // The shim's metrics, kept as atomic counters that the relay's loop thread bumps without locks
 // and that the metrics endpoint's thread renders in the Prometheus text format.
 //
-// Label values are bounded: methods come from the fixed list of CRI methods (anything else is
-// "other"), registries from the configuration, codes from gRPC's list. No label ever carries an
+// Label values are bounded: methods come from cri/method.h's list of CRI methods (anything else
+// is "other"), registries from the configuration, codes from gRPC's list. No label ever carries an
 // image name or a credential.
 #pragma once
 
@@ -45,7 +45,6 @@ class Metrics final : public relay::CallObserver, public cri::PullObserver {
 
  private:
   static constexpr size_t kCodes = 18;  // 0..16 and "reset"
-  static constexpr size_t kVersions = 2;
   static constexpr std::array<double, 12> kBuckets = {0.001, 0.005, 0.01, 0.05, 0.1, 0.5,
                                                       1,     5,     10,   30,   60,  300};
   struct Histogram {
@@ -54,8 +53,8 @@ class Metrics final : public relay::CallObserver, public cri::PullObserver {
     std::atomic<uint64_t> sum_ns{0};
   };
 
-  std::vector<std::array<std::atomic<uint64_t>, kCodes>> calls_;  // [version * methods + method]
-  std::vector<Histogram> image_latency_;                          // [image method index]
+  std::vector<std::array<std::atomic<uint64_t>, kCodes>> calls_;  // [MethodId]
+  std::vector<Histogram> image_latency_;                          // [cri::ImageMethod]
   std::atomic<uint64_t> failovers_{0};
   std::atomic<bool> runtime_reachable_{false};
 

@@ -42,6 +42,45 @@ TEST(MethodPath, InterceptsImageCallsOfBothVersions) {
             "/runtime.v1alpha2.ImageService/ImageStatus");
 }
 
+TEST(MethodPath, ClassifiesEveryCriPathByVersionAndMethod) {
+  auto name = [](std::string_view path) -> std::string {
+    std::optional<CriPath> classified = ClassifyPath(path);
+    if (!classified) return "not CRI";
+    std::string out(ApiVersionName(classified->version));
+    out += " ";
+    out += classified->method ? CriMethods()[*classified->method].name : "unknown method";
+    return out;
+  };
+  EXPECT_EQ(name("/runtime.v1.RuntimeService/Version"), "v1 RuntimeService/Version");
+  EXPECT_EQ(name("/runtime.v1alpha2.ImageService/ImageFsInfo"),
+            "v1alpha2 ImageService/ImageFsInfo");
+  EXPECT_EQ(name("/runtime.v1.RuntimeService/StreamPodSandboxes"),
+            "v1 RuntimeService/StreamPodSandboxes");
+  EXPECT_EQ(name("/runtime.v1alpha2.RuntimeService/NoSuchMethod"), "v1alpha2 unknown method");
+  EXPECT_EQ(name("/runtime.v1.ImageService/PullImageX"), "v1 unknown method");
+  EXPECT_EQ(name("/runtime.v1alpha3.ImageService/PullImage"), "not CRI");
+  EXPECT_EQ(name("/runtime.v2.ImageService/PullImage"), "not CRI");
+  EXPECT_EQ(name("/grpc.health.v1.Health/Check"), "not CRI");
+  EXPECT_EQ(name(""), "not CRI");
+}
+
+// One table answers both questions: each intercepted method is a CRI method, listed once.
+TEST(MethodPath, EveryInterceptedMethodIsOneCriMethod) {
+  for (size_t i = 0; i < kImageMethodCount; ++i) {
+    auto method = static_cast<ImageMethod>(i);
+    int listed = 0;
+    for (const CriMethod& m : CriMethods()) listed += m.intercepted == method ? 1 : 0;
+    EXPECT_EQ(listed, 1) << MethodName(method);
+    auto parsed = ParseMethodPath("/runtime.v1." + std::string(MethodName(method)));
+    ASSERT_TRUE(parsed.has_value()) << MethodName(method);
+    EXPECT_EQ(parsed->method, method);
+  }
+  EXPECT_EQ(MethodName(ImageMethod::kCreateContainer), "RuntimeService/CreateContainer");
+  for (size_t i = 1; i < CriMethods().size(); ++i) {
+    EXPECT_LT(CriMethods()[i - 1].name, CriMethods()[i].name) << "sorted, no duplicates";
+  }
+}
+
 // Messages as containerd 1.6 words them (checked against real registries).
 TEST(PullFailure, ReadsContainerdAnswers) {
   struct Case {
