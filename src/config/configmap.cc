@@ -302,18 +302,15 @@ class PayloadConverter {
 }  // namespace
 
 std::string RegistryHostKey(const std::string& text) {
-  std::string lower = text;
-  std::transform(lower.begin(), lower.end(), lower.begin(),
-                 [](unsigned char c) { return std::tolower(c); });
   std::string scheme = "https";
-  std::string rest = lower;
-  if (size_t sep = lower.find("://"); sep != std::string::npos) {
-    scheme = lower.substr(0, sep);
-    rest = lower.substr(sep + 3);
+  std::string_view rest = text;
+  if (size_t sep = text.find("://"); sep != std::string::npos) {
+    scheme = text.substr(0, sep);
+    std::transform(scheme.begin(), scheme.end(), scheme.begin(),
+                   [](unsigned char c) { return std::tolower(c); });
+    rest.remove_prefix(sep + 3);
   }
-  std::string host = rest.substr(0, rest.find('/'));
-  std::string default_port = scheme == "http" ? ":80" : ":443";
-  if (host.ends_with(default_port)) host.resize(host.size() - default_port.size());
+  std::string host = NormaliseHostPort(rest.substr(0, rest.find('/')), scheme);
   if (host.empty() || !image::ValidateDomain(host).ok()) return "";
   return image::CanonicalDomain(host);
 }

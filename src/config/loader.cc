@@ -283,11 +283,7 @@ class Parser {
       Error(key, Quote(text) + " has no valid host: " + status.message());
       return false;
     }
-    std::string lower = hostport;
-    std::transform(lower.begin(), lower.end(), lower.begin(),
-                   [](unsigned char c) { return std::tolower(c); });
-    std::string default_port = scheme == "https" ? ":443" : ":80";
-    if (lower.ends_with(default_port)) lower.resize(lower.size() - default_port.size());
+    std::string lower = NormaliseHostPort(hostport, scheme);
     std::string host = image::CanonicalDomain(lower);
     if (!image::IsReferenceableDomain(host)) {
       Error(key, Quote(text) + ": host " + Quote(host) +
@@ -619,6 +615,15 @@ LoadResult LoadConfigFile(const std::string& path) {
   }
   ::close(fd);
   return ParseConfig(text, path);
+}
+
+std::string NormaliseHostPort(std::string_view hostport, std::string_view scheme) {
+  std::string host(hostport);
+  std::transform(host.begin(), host.end(), host.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  std::string_view default_port = scheme == "http" ? ":80" : ":443";
+  if (host.ends_with(default_port)) host.resize(host.size() - default_port.size());
+  return host;
 }
 
 bool ParseDuration(const std::string& text, std::chrono::milliseconds* out) {

@@ -5,6 +5,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "config/config.h"
@@ -40,6 +41,12 @@ LoadResult ParseConfig(const std::string& yaml_text, const std::string& source,
 
 // Reads `path` and parses it; a missing or unreadable file is an error naming the path.
 LoadResult LoadConfigFile(const std::string& path);
+
+// A registry's host[:port] as the shim keys it: lower case, the scheme's default port (":443"
+// for https, ":80" for http) dropped. Docker Hub aliases are folded by image::CanonicalDomain
+// on top of it. The one normalisation of registry hosts: the loader, the ConfigMap's
+// RegistryHostKey and dockerconfigjson keys all go through it.
+std::string NormaliseHostPort(std::string_view hostport, std::string_view scheme);
 
 // Parses a Go-style duration ("30s", "15m", "1h30m", "500ms", "1.5h"). Returns false on bad
 // input. Sub-millisecond parts are truncated.

@@ -87,8 +87,9 @@ class ConfigSourcesTest : public ::testing::Test {
   }
 
   void StartSources(const std::string& local, bool with_kube = true) {
-    // The test's own state directory: never the machine's /var/lib/image-cri-shim.
-    WriteFile(path_, local + "stateDir: " + StateDir() + "\n", 0644);
+    ASSERT_NE(local.find("stateDir: " + StateDir()), std::string::npos)
+        << "a test keeps its own state directory, never the machine's";
+    WriteFile(path_, local, 0644);
     config::LoadResult loaded = config::LoadConfigFile(path_);
     ASSERT_TRUE(loaded.ok()) << loaded.errors[0];
     store_ = std::make_unique<config::ConfigStore>(loaded.config);
@@ -113,6 +114,11 @@ class ConfigSourcesTest : public ::testing::Test {
   }
 
   std::string StateDir() const { return dir_->File("state"); }
+  // A local file with the test's own state directory: never the machine's
+  // /var/lib/image-cri-shim, whatever the test writes.
+  std::string Local(const std::string& extra = "") const {
+    return LocalConfig(extra) + "stateDir: " + StateDir() + "\n";
+  }
   config::ConfigPtr Current() const { return store_->Get(); }
   std::string Primary() const { return Current()->registries[0].address; }
   uint64_t Ok(ReloadSource s) const { return sources_->stats().reloads_ok[static_cast<size_t>(s)]; }
@@ -139,18 +145,18 @@ TempDir* ConfigSourcesTest::pki_dir_ = nullptr;
 TestPki* ConfigSourcesTest::pki_ = nullptr;
 
 TEST_F(ConfigSourcesTest, LocalFileEditRenameSignalAndInvalidEdit) {
-  StartSources(LocalConfig(), /*with_kube=*/false);
+  StartSources(Local(), /*with_kube=*/false);
   ASSERT_TRUE(WaitUntil([&] { return sources_->stats().sync_state == "no-credentials"; }, 5s));
 
   // Edited in place.
-  std::string edited = LocalConfig();
+  std::string edited = Local();
   edited.replace(edited.find("https://local.example.com"), 25, "https://edited.example.com");
   WriteFile(path_, edited);
   ASSERT_TRUE(WaitForPrimary("https://edited.example.com")) << Log();
   EXPECT_EQ(Ok(ReloadSource::kFile), 1u);
 
   // Replaced by rename, as editors and config management do.
-  std::string renamed = LocalConfig("debug: true\n");
+  std::string renamed = Local("debug: true\n");
   renamed.replace(renamed.find("https://local.example.com"), 25, "https://renamed.example.com");
   WriteFile(dir_->File("config.yaml.new"), renamed);
   ASSERT_EQ(std::rename(dir_->File("config.yaml.new").c_str(), path_.c_str()), 0);
@@ -159,7 +165,7 @@ TEST_F(ConfigSourcesTest, LocalFileEditRenameSignalAndInvalidEdit) {
 
   // An invalid edit is rejected; the running configuration stays whole.
   config::ConfigPtr before = Current();
-  WriteFile(path_, LocalConfig("timeout: soon\n"));
+  WriteFile(path_, Local("timeout: soon\n"));
   ASSERT_TRUE(WaitUntil([&] { return Failed(ReloadSource::kFile) == 1; }, 5s)) << Log();
   EXPECT_EQ(Current(), before);
   // Quoted values in log lines escape their quotes.
@@ -177,8 +183,8 @@ TEST_F(ConfigSourcesTest, LocalFileEditRenameSignalAndInvalidEdit) {
 }
 
 TEST_F(ConfigSourcesTest, ShimAndCriChangesWaitForARestart) {
-  StartSources(LocalConfig(), false);
-  std::string moved = LocalConfig("debug: true\n");
+  StartSources(Local(), false);
+  std::string moved = Local("debug: true\n");
   moved.replace(moved.find("/run/test/shim.sock"), 19, "/run/other/shim.sock");
   WriteFile(path_, moved);
   ASSERT_TRUE(WaitUntil([&] { return Current()->debug; }, 5s)) << Log();
@@ -189,7 +195,7 @@ TEST_F(ConfigSourcesTest, ShimAndCriChangesWaitForARestart) {
 TEST_F(ConfigSourcesTest, AConfigMapAtStartAppliesTheFileIsLeftAloneAndTheStateIs0600) {
   server_->SetData({{"registries.yaml", kPayload}});
   server_->Start();
-  StartSources("# the operator's comment stays\n" + LocalConfig());
+  StartSources("# the operator's comment stays\n" + Local());
   std::string file_before = ReadFile(path_);
   struct stat file_stat {};
   ASSERT_EQ(stat(path_.c_str(), &file_stat), 0);
@@ -225,7 +231,7 @@ TEST_F(ConfigSourcesTest, AConfigMapAtStartAppliesTheFileIsLeftAloneAndTheStateI
 TEST_F(ConfigSourcesTest, ALiveChangeAppliesWithinTwoSeconds) {
   server_->SetData({{"registries.yaml", kPayload}});
   server_->Start();
-  StartSources(LocalConfig());
+  StartSources(Local());
   ASSERT_TRUE(WaitForPrimary("https://registry.company.com")) << Log();
   ASSERT_TRUE(server_->WaitForOpenWatches(1, 5s));
   auto changed_at = std::chrono::steady_clock::now();
@@ -250,7 +256,7 @@ TEST_F(ConfigSourcesTest, ALiveChangeAppliesWithinTwoSeconds) {
 TEST_F(ConfigSourcesTest, AnInvalidPayloadIsRejectedAndAnInPlaceEditStillApplies) {
   server_->SetData({{"registries.yaml", kPayload}});
   server_->Start();
-  StartSources(LocalConfig());
+  StartSources(Local());
   ASSERT_TRUE(WaitForPrimary("https://registry.company.com")) << Log();
   std::string state_before = ReadFile(StateDir() + "/configmap.yaml");
   config::ConfigPtr running = Current();
@@ -266,7 +272,7 @@ TEST_F(ConfigSourcesTest, AnInvalidPayloadIsRejectedAndAnInPlaceEditStillApplies
 
   // The good payload stays in force for local edits too; the file is edited in place, which
   // can no longer race with the shim (it never writes the file).
-  WriteFile(path_, LocalConfig("timeout: 5m\n"));
+  WriteFile(path_, Local("timeout: 5m\n"));
   ASSERT_TRUE(WaitUntil([&] { return Current()->timeout == 5min; }, 5s)) << Log();
   EXPECT_EQ(Primary(), "https://registry.company.com");
   EXPECT_EQ(Failed(ReloadSource::kConfigMap), 1u) << "the rejected payload is not judged again";
@@ -275,7 +281,7 @@ TEST_F(ConfigSourcesTest, AnInvalidPayloadIsRejectedAndAnInPlaceEditStillApplies
 TEST_F(ConfigSourcesTest, APayloadWithoutRegistriesKeepsTheLocalOnes) {
   server_->SetData({{"registries.yaml", "sealos: {address: https://registry.company.com}\n"}});
   server_->Start();
-  StartSources(LocalConfig());
+  StartSources(Local());
   ASSERT_TRUE(WaitForPrimary("https://registry.company.com")) << Log();
   ASSERT_EQ(Current()->registries.size(), 2u);
   EXPECT_EQ(Current()->registries[1].address, "https://local-mirror.example.com");
@@ -283,7 +289,7 @@ TEST_F(ConfigSourcesTest, APayloadWithoutRegistriesKeepsTheLocalOnes) {
 }
 
 TEST_F(ConfigSourcesTest, ApiDownAtStartThenUp) {
-  StartSources(LocalConfig());
+  StartSources(Local());
   ASSERT_TRUE(WaitUntil([&] { return sources_->stats().sync_state == "unreachable"; }, 5s))
       << Log();
   EXPECT_EQ(Primary(), "https://local.example.com");
@@ -303,12 +309,12 @@ TEST_F(ConfigSourcesTest, ApiDownAtStartThenUp) {
 TEST_F(ConfigSourcesTest, AnInPlaceEditDuringAConfigMapChangeIsKeptAndApplied) {
   server_->SetData({{"registries.yaml", kPayload}});
   server_->Start();
-  StartSources(LocalConfig());
+  StartSources(Local());
   ASSERT_TRUE(WaitForPrimary("https://registry.company.com")) << Log();
   ASSERT_TRUE(server_->WaitForOpenWatches(1, 5s));
   // The operator edits the file while the ConfigMap changes: both take effect, the edit is
   // never overwritten.
-  std::string edited = LocalConfig("timeout: 7m\n# edited by hand\n");
+  std::string edited = Local("timeout: 7m\n# edited by hand\n");
   WriteFile(path_, edited);
   server_->SetData({{"registries.yaml", std::string(kPayload) + "fallbackToOrigin: true\n"}});
   ASSERT_TRUE(
@@ -326,7 +332,8 @@ TEST_F(ConfigSourcesTest, AConfigMapThatPromotesTheFilesBackupIsAppliedWithItsCr
       "shim: /run/test/shim.sock\ncri: /run/test/containerd.sock\n"
       "address: https://local.example.com\nauth: \"local-user:local-secret-pw\"\n"
       "registries:\n- address: https://local-mirror.example.com\n"
-      "  auth: \"mirror-user:local-secret-pw\"\nreloadInterval: 1h\n";
+      "  auth: \"mirror-user:local-secret-pw\"\nreloadInterval: 1h\nstateDir: " +
+      StateDir() + "\n";
   server_->SetData(
       {{"registries.yaml", "sealos:\n  address: https://local-mirror.example.com\n"}});
   server_->Start();
@@ -341,7 +348,7 @@ TEST_F(ConfigSourcesTest, AConfigMapThatPromotesTheFilesBackupIsAppliedWithItsCr
 TEST_F(ConfigSourcesTest, ARestartWithTheApiServerDownServesTheLastSyncedConfigMap) {
   server_->SetData({{"registries.yaml", kPayload}});
   server_->Start();
-  StartSources(LocalConfig());
+  StartSources(Local());
   ASSERT_TRUE(WaitForPrimary("https://registry.company.com")) << Log();
   ASSERT_TRUE(WaitUntil(
       [&] { return ReadFile(StateDir() + "/configmap.yaml").find("cm-secret-pw-1") !=
@@ -379,7 +386,7 @@ TEST_F(ConfigSourcesTest, ARestartWithTheApiServerDownServesTheLastSyncedConfigM
 TEST_F(ConfigSourcesTest, SighupReadsTheConfigMapAgain) {
   server_->SetData({{"registries.yaml", kPayload}});
   server_->Start();
-  StartSources(LocalConfig());
+  StartSources(Local());
   ASSERT_TRUE(WaitForPrimary("https://registry.company.com")) << Log();
   ASSERT_TRUE(server_->WaitForOpenWatches(1, 5s));
   int gets = server_->counts().gets;
