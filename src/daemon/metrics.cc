@@ -5,9 +5,9 @@
 
 #include <fstream>
 #include <optional>
-#include <sstream>
 
 #include "cri/method.h"
+#include "daemon/prometheus_text.h"
 #include "relay/grpc_wire.h"
 
 namespace shim::daemon {
@@ -29,20 +29,6 @@ std::optional<cri::ImageMethod> HistogramMethod(size_t slot) {
 
 std::string CodeLabel(size_t code) {
   return code == 17 ? "RESET" : std::string(relay::GrpcCodeName(static_cast<int>(code)));
-}
-
-// Prometheus label values escape backslash, quote and newline.
-std::string Escape(std::string_view value) {
-  std::string out;
-  for (char c : value) {
-    if (c == '\\' || c == '"') out.push_back('\\');
-    if (c == '\n') {
-      out += "\\n";
-      continue;
-    }
-    out.push_back(c);
-  }
-  return out;
 }
 
 }  // namespace
@@ -86,72 +72,59 @@ void Metrics::AddCollector(std::function<void(std::string& out)> collector) {
 
 std::string Metrics::Render() const {
   std::string out;
-  out +=
-      "# HELP image_cri_shim_calls_total CRI calls served, by API version, method and gRPC "
-      "status.\n# TYPE image_cri_shim_calls_total counter\n";
+  PrometheusText text(out);
+  text.Family("image_cri_shim_calls_total", "counter",
+              "CRI calls served, by API version, method and gRPC status.");
   for (size_t v = 0; v < cri::kApiVersionCount; ++v) {
     std::string_view version = cri::ApiVersionName(static_cast<cri::ApiVersion>(v));
     for (size_t m = 0; m < kMethodSlots; ++m) {
       for (size_t c = 0; c < kCodes; ++c) {
         uint64_t n = calls_[v * kMethodSlots + m][c].load(std::memory_order_relaxed);
         if (n == 0) continue;
-        out += fmt::format(
-            "image_cri_shim_calls_total{{version=\"{}\",method=\"{}\",code=\"{}\"}} {}\n", version,
-            SlotName(m), CodeLabel(c), n);
+        text.Sample("image_cri_shim_calls_total",
+                    {{"version", version}, {"method", SlotName(m)}, {"code", CodeLabel(c)}}, n);
       }
     }
   }
-  out +=
-      "# HELP image_cri_shim_image_call_duration_seconds Time to answer the image calls the "
-      "shim handles itself.\n# TYPE image_cri_shim_image_call_duration_seconds histogram\n";
+  text.Family("image_cri_shim_image_call_duration_seconds", "histogram",
+              "Time to answer the image calls the shim handles itself.");
   for (size_t i = 0; i < cri::kImageMethodCount; ++i) {
     const Histogram& h = image_latency_[i];
     std::string_view method = cri::MethodName(static_cast<cri::ImageMethod>(i));
     for (size_t b = 0; b < kBuckets.size(); ++b) {
-      out += fmt::format(
-          "image_cri_shim_image_call_duration_seconds_bucket{{method=\"{}\",le=\"{}\"}} {}\n",
-          method, kBuckets[b], h.buckets[b].load(std::memory_order_relaxed));
+      text.Sample("image_cri_shim_image_call_duration_seconds_bucket",
+                  {{"method", method}, {"le", fmt::format("{}", kBuckets[b])}},
+                  h.buckets[b].load(std::memory_order_relaxed));
     }
     uint64_t count = h.count.load(std::memory_order_relaxed);
-    out += fmt::format(
-        "image_cri_shim_image_call_duration_seconds_bucket{{method=\"{}\",le=\"+Inf\"}} {}\n",
-        method, count);
-    out += fmt::format("image_cri_shim_image_call_duration_seconds_sum{{method=\"{}\"}} {:.6f}\n",
-                       method, h.sum_ns.load(std::memory_order_relaxed) / 1e9);
-    out += fmt::format("image_cri_shim_image_call_duration_seconds_count{{method=\"{}\"}} {}\n",
-                       method, count);
+    text.Sample("image_cri_shim_image_call_duration_seconds_bucket",
+                {{"method", method}, {"le", "+Inf"}}, count);
+    text.Sample("image_cri_shim_image_call_duration_seconds_sum", {{"method", method}},
+                h.sum_ns.load(std::memory_order_relaxed) / 1e9);
+    text.Sample("image_cri_shim_image_call_duration_seconds_count", {{"method", method}}, count);
   }
-  out +=
-      "# HELP image_cri_shim_pulls_total Pull attempts, by registry and result.\n"
-      "# TYPE image_cri_shim_pulls_total counter\n";
+  text.Family("image_cri_shim_pulls_total", "counter", "Pull attempts, by registry and result.");
   {
     std::lock_guard lock(pulls_mutex_);
     for (const auto& [key, n] : pulls_) {
-      out += fmt::format("image_cri_shim_pulls_total{{registry=\"{}\",result=\"{}\"}} {}\n",
-                         Escape(key.first), Escape(key.second), n);
+      text.Sample("image_cri_shim_pulls_total", {{"registry", key.first}, {"result", key.second}},
+                  n);
     }
   }
-  out += fmt::format(
-      "# HELP image_cri_shim_failovers_total Times a pull moved on to the next registry.\n"
-      "# TYPE image_cri_shim_failovers_total counter\nimage_cri_shim_failovers_total {}\n",
-      failovers_.load(std::memory_order_relaxed));
-  out += fmt::format(
-      "# HELP image_cri_shim_runtime_reachable Whether the runtime's socket accepts "
-      "connections.\n# TYPE image_cri_shim_runtime_reachable gauge\n"
-      "image_cri_shim_runtime_reachable {}\n",
-      runtime_reachable_.load() ? 1 : 0);
-  out += fmt::format(
-      "# HELP image_cri_shim_build_info The running build.\n"
-      "# TYPE image_cri_shim_build_info gauge\n"
-      "image_cri_shim_build_info{{version=\"{}\",commit=\"{}\"}} 1\n",
-      SHIM_VERSION, SHIM_GIT_COMMIT);
+  text.Family("image_cri_shim_failovers_total", "counter",
+              "Times a pull moved on to the next registry.");
+  text.Sample("image_cri_shim_failovers_total", {}, failovers_.load(std::memory_order_relaxed));
+  text.Family("image_cri_shim_runtime_reachable", "gauge",
+              "Whether the runtime's socket accepts connections.");
+  text.Sample("image_cri_shim_runtime_reachable", {}, runtime_reachable_.load() ? 1 : 0);
+  text.Family("image_cri_shim_build_info", "gauge", "The running build.");
+  text.Sample("image_cri_shim_build_info", {{"version", SHIM_VERSION}, {"commit", SHIM_GIT_COMMIT}},
+              1);
   // Process figures, so memory growth shows without a separate exporter.
   long pages = 0, resident = 0;
   if (std::ifstream statm{"/proc/self/statm"}) statm >> pages >> resident;
-  out += fmt::format(
-      "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
-      "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {}\n",
-      resident * sysconf(_SC_PAGESIZE));
+  text.Family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+  text.Sample("process_resident_memory_bytes", {}, resident * sysconf(_SC_PAGESIZE));
   for (const auto& collector : collectors_) collector(out);
   return out;
 }

@@ -37,7 +37,8 @@ class Metrics final : public relay::CallObserver, public cri::PullObserver {
   void SetRuntimeReachable(bool reachable) { runtime_reachable_ = reachable; }
 
   // Extra families rendered after the built-in ones (registry health, reloads, sync state),
-  // each appending complete "# HELP/# TYPE/sample" lines. Set before the endpoint starts.
+  // each appending complete families through a PrometheusText on `out`, which escapes label
+  // values. Set before the endpoint starts.
   void AddCollector(std::function<void(std::string& out)> collector);
 
   // The whole exposition. Any thread.

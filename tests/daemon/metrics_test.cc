@@ -95,5 +95,16 @@ TEST(Metrics, InterceptedCallsHaveALatencyHistogram) {
   EXPECT_FALSE(Contains(text, "duration_seconds_count{method=\"RuntimeService/Version\"}"));
 }
 
+// Registry addresses come from the operator's configuration: whatever they hold, the line
+// stays one valid sample.
+TEST(Metrics, PullLabelsAreEscaped) {
+  Metrics metrics;
+  metrics.OnPullResult("https://r.example/\"odd\"", "ok");
+  EXPECT_TRUE(Contains(
+      metrics.Render(),
+      "image_cri_shim_pulls_total{registry=\"https://r.example/\\\"odd\\\"\",result=\"ok\"} 1\n"))
+      << metrics.Render();
+}
+
 }  // namespace
 }  // namespace shim::daemon
