@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <set>
 
 #include <spdlog/spdlog.h>
 
@@ -272,6 +273,12 @@ class ConfigSources::Worker {
     running_ = copy;
     applied_ = inputs;
     rejected_.clear();
+    // Kept before it serves: once a pull sees this configuration, a restart finds it too.
+    if (inputs.configmap != accepted_ || state_dir_changed) {
+      accepted_ = inputs.configmap;
+      Save();
+      KeepWatchingAccepted();
+    }
     owner_.store_.Swap(copy);
     log::SetDebug(copy->debug || owner_.options_.force_debug);
     next_interval_ = std::min(next_interval_, Clock::now() + copy->reload_interval);
@@ -281,10 +288,6 @@ class ConfigSources::Worker {
                  copy->registries.size(), copy->debug);
     LogRegistries(*copy);
     Count(source, true);
-    if (inputs.configmap != accepted_ || state_dir_changed) {
-      accepted_ = inputs.configmap;
-      Save();
-    }
     if (kube_changed) {
       // Another ConfigMap (or none): what was received for the old one no longer applies.
       received_.reset();
@@ -313,6 +316,33 @@ class ConfigSources::Worker {
     Apply(ReloadSource::kConfigMap);
   }
 
+  // The Secrets of the input in force stay watched while a newer payload that does not name them
+  // is rejected.
+  void KeepWatchingAccepted() {
+    if (!kube_) return;
+    std::set<std::string> names;
+    if (accepted_) {
+      for (const auto& [name, content] : accepted_->secrets) names.insert(name);
+    }
+    kube_->KeepWatching(std::move(names));
+  }
+
+  // A Secret named by the input in force changed while a newer payload is not in force: the
+  // input in force takes the new content if it still resolves (a rotation), and applies.
+  void OnKubeSecret(const std::string& name, const config::DockerConfig& content) {
+    if (!accepted_ || received_ == accepted_) return;  // the watch's own input carries it
+    auto it = accepted_->secrets.find(name);
+    if (it == accepted_->secrets.end() || it->second == content) return;
+    config::ConfigMapInput rotated = *accepted_;
+    rotated.secrets[name] = content;
+    if (!config::Resolve(Inputs(rotated)).ok()) return;  // the last good content stays
+    spdlog::info("Secret of the ConfigMap in force changed; applying it secret={}/{}",
+                 rotated.namespace_, name);
+    accepted_ = std::move(rotated);
+    Save();
+    Apply(ReloadSource::kConfigMap);
+  }
+
   void CopyKubeStatus() {
     const kube::ConfigWatchStatus& status = kube_->status();
     std::lock_guard lock(owner_.stats_mutex_);
@@ -330,6 +360,10 @@ class ConfigSources::Worker {
     kube_ = std::make_unique<kube::ConfigMapWatch>(
         running_->kube, owner_.options_.discovery, time_scale_,
         [this](const std::optional<config::ConfigMapInput>& input) { OnKubeInput(input); });
+    kube_->set_on_secret([this](const std::string& name, const config::DockerConfig& content) {
+      OnKubeSecret(name, content);
+    });
+    KeepWatchingAccepted();
     CopyKubeStatus();
     if (!running_->kube.enabled && received_) {
       // The sync was turned off: the file alone. (Without credentials, what was synced last

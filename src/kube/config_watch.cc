@@ -1,7 +1,5 @@
 #include "kube/config_watch.h"
 
-#include <set>
-
 #include <spdlog/spdlog.h>
 
 #include "config/configmap.h"
@@ -75,13 +73,19 @@ std::string ConfigMapWatch::SecretName(const std::string& name) const {
 
 void ConfigMapWatch::Poll(std::chrono::milliseconds max_wait, const std::vector<int>& fds) {
   if (!client_) return;
-  ReconcileSecrets();
-  if (dirty_) Deliver();
+  Settle();
   sync_->Poke();
   for (auto& [name, secret] : secrets_) secret->watch->Poke();
   client_->Poll(max_wait, fds);
+  Settle();
+}
+
+// Watches what is named, delivers what is complete; a delivery may change what the owner keeps
+// watched (KeepWatching), so the Secrets are reconciled again after it.
+void ConfigMapWatch::Settle() {
   ReconcileSecrets();
   if (dirty_) Deliver();
+  ReconcileSecrets();
 }
 
 std::optional<std::chrono::steady_clock::time_point> ConfigMapWatch::NextDue() const {
@@ -103,9 +107,10 @@ void ConfigMapWatch::OnPayload(const std::optional<std::string>& payload) {
   dirty_ = true;
 }
 
-// Watches exactly the Secrets the latest payload names. All through the one client.
+// Watches exactly the Secrets the latest payload names and those kept. All through the one
+// client.
 void ConfigMapWatch::ReconcileSecrets() {
-  std::set<std::string> wanted;
+  std::set<std::string> wanted = also_watched_;
   if (payload_) {
     for (std::string& name : config::ReferencedSecrets(*payload_)) wanted.insert(name);
   }
@@ -150,6 +155,7 @@ void ConfigMapWatch::OnSecret(const std::string& name, const ObjectState& object
     spdlog::info("Secret read secret={} registries={}", SecretName(name),
                  view.content->auths.size());
   }
+  if (on_secret_) on_secret_(name, *view.content);
 }
 
 void ConfigMapWatch::OnSecretState(const std::string& name, SyncState state,

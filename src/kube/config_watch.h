@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,15 @@ class ConfigMapWatch {
   ConfigMapWatch(const ConfigMapWatch&) = delete;
   ConfigMapWatch& operator=(const ConfigMapWatch&) = delete;
 
+  // A Secret's content as read, whenever it changes (a Secret this watch reads for the latest
+  // payload or for KeepWatching). Runs inside Poll().
+  using SecretCallback =
+      std::function<void(const std::string& name, const config::DockerConfig&)>;
+  void set_on_secret(SecretCallback on_secret) { on_secret_ = std::move(on_secret); }
+  // Secrets to keep watching besides those the latest payload names: those of the ConfigMap
+  // input in force, so that their rotation still reaches it while a newer payload is rejected.
+  void KeepWatching(std::set<std::string> names) { also_watched_ = std::move(names); }
+
   // Whether it is watching (credentials found and the sync on).
   bool active() const { return client_ != nullptr; }
   // Runs what is due and waits up to `max_wait` for the API, or for any of `fds` to be readable.
@@ -63,6 +73,7 @@ class ConfigMapWatch {
   struct SecretView;
   void OnPayload(const std::optional<std::string>& payload);
   void OnSyncState(SyncState state, const std::string& detail);
+  void Settle();
   void ReconcileSecrets();
   void OnSecret(const std::string& name, const ObjectState& object);
   void OnSecretState(const std::string& name, SyncState state, const std::string& detail);
@@ -73,6 +84,8 @@ class ConfigMapWatch {
   config::KubeSync settings_;
   double time_scale_;
   OnInput on_input_;
+  SecretCallback on_secret_;
+  std::set<std::string> also_watched_;
   std::unique_ptr<ApiClient> client_;
   std::unique_ptr<ConfigMapSync> sync_;                     // uses client_
   std::map<std::string, std::unique_ptr<SecretView>> secrets_;  // by name; use client_

@@ -182,7 +182,7 @@ TEST_F(ConfigE2E, AConfigMapAtStartServesPullsAndTheOperatorsFileIsUntouched) {
   EXPECT_EQ(st.st_mode & 07777, 0644u);
   // The ConfigMap is kept for restarts under stateDir, 0600 in a 0700 directory.
   std::string state = StateDir() + "/configmap.yaml";
-  ASSERT_TRUE(WaitUntil([&] { return ReadFile(state).find(b_->Host()) != std::string::npos; }, 5s))
+  ASSERT_TRUE(WaitUntil([&] { return ReadFileIfExists(state).find(b_->Host()) != std::string::npos; }, 5s))
       << shim_->Log();
   ASSERT_EQ(stat(state.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 07777, 0600u);
@@ -208,7 +208,7 @@ TEST_F(ConfigE2E, ARestartWithTheApiServerDownServesTheLastSyncedConfigMap) {
   StartShim(LocalConfig());
   ASSERT_TRUE(PullUntil(id_b_, 10s)) << shim_->Log();
   ASSERT_TRUE(WaitUntil(
-      [&] { return ReadFile(StateDir() + "/configmap.yaml").find(b_->Host()) != std::string::npos; },
+      [&] { return ReadFileIfExists(StateDir() + "/configmap.yaml").find(b_->Host()) != std::string::npos; },
       5s));
   shim_->Stop();
   api_->Stop();

@@ -216,7 +216,7 @@ TEST_F(ConfigSourcesTest, AConfigMapAtStartAppliesTheFileIsLeftAloneAndTheStateI
 
   // The ConfigMap is kept under stateDir: directory 0700, file 0600.
   std::string state = StateDir() + "/configmap.yaml";
-  ASSERT_TRUE(WaitUntil([&] { return ReadFile(state).find("cm-secret-pw-1") != std::string::npos; },
+  ASSERT_TRUE(WaitUntil([&] { return ReadFileIfExists(state).find("cm-secret-pw-1") != std::string::npos; },
                         5s))
       << Log();
   struct stat st {};
@@ -246,7 +246,7 @@ TEST_F(ConfigSourcesTest, ALiveChangeAppliesWithinTwoSeconds) {
   EXPECT_EQ(Current()->registries[0].auth.username, "u2");
   EXPECT_TRUE(WaitUntil(
       [&] {
-        return ReadFile(StateDir() + "/configmap.yaml").find("second.example.com") !=
+        return ReadFileIfExists(StateDir() + "/configmap.yaml").find("second.example.com") !=
                std::string::npos;
       },
       5s));
@@ -258,6 +258,12 @@ TEST_F(ConfigSourcesTest, AnInvalidPayloadIsRejectedAndAnInPlaceEditStillApplies
   server_->Start();
   StartSources(Local());
   ASSERT_TRUE(WaitForPrimary("https://registry.company.com")) << Log();
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return ReadFileIfExists(StateDir() + "/configmap.yaml").find("cm-secret-pw-1") !=
+               std::string::npos;
+      },
+      5s));
   std::string state_before = ReadFile(StateDir() + "/configmap.yaml");
   config::ConfigPtr running = Current();
 
@@ -351,7 +357,7 @@ TEST_F(ConfigSourcesTest, ARestartWithTheApiServerDownServesTheLastSyncedConfigM
   StartSources(Local());
   ASSERT_TRUE(WaitForPrimary("https://registry.company.com")) << Log();
   ASSERT_TRUE(WaitUntil(
-      [&] { return ReadFile(StateDir() + "/configmap.yaml").find("cm-secret-pw-1") !=
+      [&] { return ReadFileIfExists(StateDir() + "/configmap.yaml").find("cm-secret-pw-1") !=
                    std::string::npos; },
       5s));
   sources_->Stop();

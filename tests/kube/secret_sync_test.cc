@@ -100,7 +100,7 @@ class SecretSync : public ::testing::Test {
 
   // The test's own state directory (never the machine's) and the file the shim keeps there.
   std::string StateFile() const { return dir_->File("state"); }
-  std::string SavedState() const { return ReadFile(dir_->File("state/configmap.yaml")); }
+  std::string SavedState() const { return ReadFileIfExists(dir_->File("state/configmap.yaml")); }
 
   void StartSources(double time_scale = 0.05) {
     WriteFile(path_,
@@ -196,7 +196,7 @@ TEST_F(SecretSync, TheSecretSuppliesTheCredentialsAndARotationAppliesWithinTwoSe
                      "password: " +
                          std::string(kPw1) + "}}\n"}});
   ASSERT_TRUE(WaitUntil([&] { return Password() == kPw1; }, 2s)) << Log();
-  EXPECT_TRUE(WaitUntil([&] { return sources_->stats().secret_states.empty(); }, 2s));
+  EXPECT_TRUE(WaitUntil([&] { return sources_->stats().secret_states.empty(); }, 2s)) << Log();
   EXPECT_NE(Log().find("not watched any more secret=kube-system/regcred"), std::string::npos);
   uint64_t reloads = Ok(ReloadSource::kConfigMap);
   server_->SetSecret("regcred", kType, SecretData("registry.company.com", "admin", kPw2));
@@ -259,6 +259,24 @@ TEST_F(SecretSync, ForbiddenThenGrantedAndNoEntryForTheHost) {
   ASSERT_TRUE(WaitUntil([&] { return Current()->timeout == 4min; }, 5s)) << Log();
   EXPECT_EQ(Password(), kPw1);
   EXPECT_EQ(Primary(), "https://registry.company.com");
+}
+
+TEST_F(SecretSync, ARotationReachesThePayloadInForceWhileANewerOneIsRejected) {
+  server_->SetSecret("regcred", kType, SecretData("registry.company.com", "admin", kPw1));
+  server_->SetData({{"registries.yaml", kPayload}});
+  server_->Start();
+  StartSources();
+  ASSERT_TRUE(WaitUntil([&] { return Password() == kPw1; }, 5s)) << Log();
+  // A newer payload that no longer names the Secret, and is invalid: rejected.
+  server_->SetData({{"registries.yaml",
+                     "sealos: {address: https://registry.company.com}\n"
+                     "registries:\n- address: ftp://nope\n"}});
+  ASSERT_TRUE(WaitUntil([&] { return Failed(ReloadSource::kConfigMap) == 1; }, 5s)) << Log();
+  // The Secret of the payload in force is still watched: its rotation applies.
+  server_->SetSecret("regcred", kType, SecretData("registry.company.com", "admin", kPw2));
+  ASSERT_TRUE(WaitUntil([&] { return Password() == kPw2; }, 2s)) << Log();
+  EXPECT_TRUE(Current()->debug) << "still the payload in force";
+  EXPECT_TRUE(WaitUntil([&] { return SavedState().find(kPw2) != std::string::npos; }, 2s));
 }
 
 TEST_F(SecretSync, GoneMeansListAgainWithoutLosingARotation) {
