@@ -237,7 +237,8 @@ namespace {
 // errors when protobuf itself is about to abort.
 void LogFromProtobuf(google::protobuf::LogLevel level, const char* file, int line,
                      const std::string& message) {
-  if (level >= google::protobuf::LOGLEVEL_DFATAL) {
+  // FATAL, not DFATAL: in a release build DFATAL is ERROR, the level of a per-request complaint.
+  if (level >= google::protobuf::LOGLEVEL_FATAL) {
     spdlog::error("protobuf: {} at={}:{}", log::Quoted(message), file, line);
   } else {
     spdlog::debug("protobuf: {} at={}:{}", log::Quoted(message), file, line);

@@ -26,6 +26,7 @@
 #include "daemon/http_endpoint.h"
 #include "daemon/instance_lock.h"
 #include "daemon/metrics.h"
+#include "daemon/prometheus_text.h"
 #include "daemon/systemd_notify.h"
 #include "registry/health.h"
 #include "registry/prober.h"
@@ -111,58 +112,53 @@ void LogConfig(const config::Config& config) {
 void AddStateCollectors(Metrics& metrics, const config::ConfigStore& store,
                         const registry::RegistryHealth& health, const ConfigSources& sources) {
   metrics.AddCollector([&store, &health](std::string& out) {
-    out += "# HELP image_cri_shim_registry_up 1 unless pulls found the registry down and no "
-           "probe has seen it answer since.\n# TYPE image_cri_shim_registry_up gauge\n";
+    PrometheusText text(out);
+    text.Family("image_cri_shim_registry_up", "gauge",
+                "1 unless pulls found the registry down and no probe has seen it answer since.");
     // Held for the loop: a reload may drop the store's reference while this thread reads.
     config::ConfigPtr config = store.Get();
     for (const auto& r : config->registries) {
-      out += fmt::format("image_cri_shim_registry_up{{registry=\"{}\"}} {}\n", r.address,
-                         health.IsDown(r.address) ? 0 : 1);
+      text.Sample("image_cri_shim_registry_up", {{"registry", r.address}},
+                  health.IsDown(r.address) ? 0 : 1);
     }
   });
   metrics.AddCollector([&sources](std::string& out) {
+    PrometheusText text(out);
     ConfigSourceStats stats = sources.stats();
-    out += "# HELP image_cri_shim_config_reloads_total Configuration reloads, by source and "
-           "result (failed: rejected, the previous one kept serving).\n"
-           "# TYPE image_cri_shim_config_reloads_total counter\n";
+    text.Family("image_cri_shim_config_reloads_total", "counter",
+                "Configuration reloads, by source and result (failed: rejected, the previous one "
+                "kept serving).");
     for (size_t i = 0; i < kReloadSourceCount; ++i) {
       const char* source = ReloadSourceName(static_cast<ReloadSource>(i));
-      out += fmt::format(
-          "image_cri_shim_config_reloads_total{{source=\"{}\",result=\"ok\"}} {}\n"
-          "image_cri_shim_config_reloads_total{{source=\"{}\",result=\"failed\"}} {}\n",
-          source, stats.reloads_ok[i], source, stats.reloads_failed[i]);
+      text.Sample("image_cri_shim_config_reloads_total", {{"source", source}, {"result", "ok"}},
+                  stats.reloads_ok[i]);
+      text.Sample("image_cri_shim_config_reloads_total",
+                  {{"source", source}, {"result", "failed"}}, stats.reloads_failed[i]);
     }
-    out += fmt::format(
-        "# HELP image_cri_shim_configmap_sync_state The ConfigMap sync's current state.\n"
-        "# TYPE image_cri_shim_configmap_sync_state gauge\n"
-        "image_cri_shim_configmap_sync_state{{state=\"{}\"}} 1\n",
-        stats.sync_state);
+    text.Family("image_cri_shim_configmap_sync_state", "gauge",
+                "The ConfigMap sync's current state.");
+    text.Sample("image_cri_shim_configmap_sync_state", {{"state", stats.sync_state}}, 1);
     if (!stats.secret_states.empty()) {
-      out += "# HELP image_cri_shim_secret_sync_state The sync state of each Secret the "
-             "ConfigMap names (authSecret).\n"
-             "# TYPE image_cri_shim_secret_sync_state gauge\n";
+      text.Family("image_cri_shim_secret_sync_state", "gauge",
+                  "The sync state of each Secret the ConfigMap names (authSecret).");
       for (const auto& [secret, state] : stats.secret_states) {
-        out += fmt::format("image_cri_shim_secret_sync_state{{secret=\"{}\",state=\"{}\"}} 1\n",
-                           secret, state);
+        text.Sample("image_cri_shim_secret_sync_state", {{"secret", secret}, {"state", state}}, 1);
       }
     }
     auto seconds = [](std::chrono::system_clock::time_point t) {
       return std::chrono::duration<double>(t.time_since_epoch()).count();
     };
     if (stats.last_sync_ok) {
-      out += fmt::format(
-          "# HELP image_cri_shim_configmap_last_sync_timestamp_seconds When the ConfigMap was "
-          "last read or watched successfully.\n"
-          "# TYPE image_cri_shim_configmap_last_sync_timestamp_seconds gauge\n"
-          "image_cri_shim_configmap_last_sync_timestamp_seconds {:.3f}\n",
-          seconds(*stats.last_sync_ok));
+      text.Family("image_cri_shim_configmap_last_sync_timestamp_seconds", "gauge",
+                  "When the ConfigMap was last read or watched successfully.");
+      text.Sample("image_cri_shim_configmap_last_sync_timestamp_seconds", {},
+                  seconds(*stats.last_sync_ok));
     }
     if (stats.last_reload_ok) {
-      out += fmt::format(
-          "# HELP image_cri_shim_config_last_reload_timestamp_seconds When a new configuration "
-          "last took effect.\n# TYPE image_cri_shim_config_last_reload_timestamp_seconds gauge\n"
-          "image_cri_shim_config_last_reload_timestamp_seconds {:.3f}\n",
-          seconds(*stats.last_reload_ok));
+      text.Family("image_cri_shim_config_last_reload_timestamp_seconds", "gauge",
+                  "When a new configuration last took effect.");
+      text.Sample("image_cri_shim_config_last_reload_timestamp_seconds", {},
+                  seconds(*stats.last_reload_ok));
     }
   });
 }
