@@ -7,7 +7,7 @@ CMAKE_FLAGS ?=
 export CCACHE_BASEDIR ?= $(CURDIR)
 export CCACHE_NOHASHDIR ?= 1
 
-.PHONY: all deps configure build test demo bench clean format install package
+.PHONY: all deps configure build test demo bench clean format format-check install package
 
 all: build
 
@@ -72,8 +72,13 @@ fuzz:
 	cmake --build build-fuzz -j $(JOBS) --target fuzz_targets
 	bash fuzz/run.sh build-fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
-format:
+# One style (.clang-format) for every C++ file: `make format` applies it, `make format-check`
+# (run by CI) fails on any file that deviates and names it.
+format: deps
 	clang-format -i $$(git ls-files '*.cc' '*.h')
+
+format-check: deps
+	clang-format --dry-run --Werror $$(git ls-files '*.cc' '*.h')
 
 clean:
 	rm -rf $(BUILD_DIR)

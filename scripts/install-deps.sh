@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   # build
-  build-essential cmake pkg-config ccache
+  build-essential cmake pkg-config ccache clang-format
   # libraries the daemon links
   libnghttp2-dev libprotobuf-dev protobuf-compiler libyaml-cpp-dev libspdlog-dev libfmt-dev
   nlohmann-json3-dev libcli11-dev libcurl4-openssl-dev libcpp-httplib-dev

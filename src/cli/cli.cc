@@ -5,15 +5,15 @@
 #include <CLI/CLI.hpp>
 
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <memory>
-#include <iostream>
 #include <sstream>
 
 #include "config/configmap.h"
 #include "config/inputs.h"
-#include "config/state_dir.h"
 #include "config/loader.h"
+#include "config/state_dir.h"
 #include "daemon/config_file_watch.h"
 #include "daemon/config_sources.h"
 #include "daemon/daemon.h"
@@ -70,8 +70,8 @@ std::map<std::string, config::DockerConfig> ReadSecrets(kube::ApiClient& api,
       docker.error = "Secret " + name + " does not exist";
       out << "does not exist; the payload waits for it (the shim watches for it)\n";
     } else {
-      docker.error = "Secret " + name + " cannot be read (" +
-                     kube::SyncStateName(watch.state()) + ")";
+      docker.error =
+          "Secret " + name + " cannot be read (" + kube::SyncStateName(watch.state()) + ")";
       out << "cannot be read (" << kube::SyncStateName(watch.state()) << ")\n";
     }
     found[secret] = std::move(docker);
@@ -98,8 +98,8 @@ std::optional<config::ConfigMapInput> ReadConfigMapInput(const config::Config& n
       out << "  saved ConfigMap state: " << state.status().message() << "\n";
       return std::nullopt;
     }
-    if (!*state || (*state)->namespace_ != settings.namespace_ ||
-        (*state)->name != settings.name || (*state)->key != settings.key) {
+    if (!*state || (*state)->namespace_ != settings.namespace_ || (*state)->name != settings.name ||
+        (*state)->key != settings.key) {
       return std::nullopt;
     }
     out << "  the last synced ConfigMap, saved in " << node.state_dir
@@ -197,7 +197,8 @@ int DryRun(const std::string& path) {
   std::cout.flush();
   bool runtime_ok = daemon::CheckRuntime(*resolved.config, std::cout);
   std::cout.flush();
-  daemon::CheckRegistries(*resolved.config, std::cout);  // informational: the daemon starts either way
+  daemon::CheckRegistries(*resolved.config,
+                          std::cout);  // informational: the daemon starts either way
   std::cout.flush();
   return runtime_ok ? 0 : 1;
 }

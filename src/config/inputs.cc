@@ -100,7 +100,7 @@ std::string PrintedPath(size_t index, const std::string& field) {
 }
 
 struct PayloadSide {
-  const LoadResult* loaded = nullptr;               // the payload in the file's keys
+  const LoadResult* loaded = nullptr;  // the payload in the file's keys
   const std::map<std::string, std::string>* secret_auths = nullptr;
   bool address_borrowed = false;  // its primary address is the file's (an `auth` alone)
 };
@@ -149,9 +149,9 @@ MergeResult Merge(const LoadResult& local, const std::string& local_source,
     size_t index = merged.registries.size();
     for (const char* field : kRegistryFields) {
       std::string path = PrintedPath(index, field);
-      bool in_map = from_map != nullptr && from_map->keys->count(field) != 0 &&
-                    !(payload.address_borrowed && from_map->primary &&
-                      std::string(field) == "address");
+      bool in_map =
+          from_map != nullptr && from_map->keys->count(field) != 0 &&
+          !(payload.address_borrowed && from_map->primary && std::string(field) == "address");
       if (in_map) {
         CopyRegistryField(field, registry, *from_map->registry);
         std::string auth_path = from_map->primary ? "auth" : from_map->path + ".auth";
@@ -210,8 +210,8 @@ MergeResult MergeConverted(const std::string& local_text, const std::string& loc
   out.warnings.insert(out.warnings.end(), remote.warnings.begin(), remote.warnings.end());
   out.errors.insert(out.errors.end(), remote.errors.begin(), remote.errors.end());
   if (!out.errors.empty()) return out;
-  MergeResult merged = Merge(local, local_source,
-                             PayloadSide{&remote, &converted.secret_auths, borrowed}, source);
+  MergeResult merged =
+      Merge(local, local_source, PayloadSide{&remote, &converted.secret_auths, borrowed}, source);
   merged.warnings.insert(merged.warnings.begin(), out.warnings.begin(), out.warnings.end());
   return merged;
 }

@@ -461,10 +461,10 @@ class Parser {
     }
     Entries entries;
     if (root.IsMap()) {
-      entries = MapEntries(root, "",
-                           {"shim", "cri", "address", "auth", "registries", "force", "debug",
-                            "timeout", "reloadInterval", "fallbackToOrigin", "configMap",
-                            "metricsAddress", "stateDir"});
+      entries = MapEntries(
+          root, "",
+          {"shim", "cri", "address", "auth", "registries", "force", "debug", "timeout",
+           "reloadInterval", "fallbackToOrigin", "configMap", "metricsAddress", "stateDir"});
     }
     for (const auto& [name, value] : entries) result_.keys.insert(name);
 

@@ -16,9 +16,13 @@ namespace {
 // Bumped when the layout changes; a file of another version is ignored, not misread.
 constexpr int kStateVersion = 1;
 
-std::string PathIn(const std::string& dir) { return dir + "/" + kConfigMapStateFile; }
+std::string PathIn(const std::string& dir) {
+  return dir + "/" + kConfigMapStateFile;
+}
 
-std::string Text(const YAML::Node& node) { return node && node.IsScalar() ? node.Scalar() : ""; }
+std::string Text(const YAML::Node& node) {
+  return node && node.IsScalar() ? node.Scalar() : "";
+}
 
 }  // namespace
 
@@ -63,8 +67,8 @@ StatusOr<std::optional<ConfigMapInput>> LoadConfigMapState(const std::string& st
   int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) {
     if (errno == ENOENT) return std::optional<ConfigMapInput>();
-    return Status::Error(path + ": cannot read the saved ConfigMap state: " +
-                         std::strerror(errno) + " (remove it; the shim writes it again)");
+    return Status::Error(path + ": cannot read the saved ConfigMap state: " + std::strerror(errno) +
+                         " (remove it; the shim writes it again)");
   }
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -79,8 +83,8 @@ StatusOr<std::optional<ConfigMapInput>> LoadConfigMapState(const std::string& st
     if (n < 0) {
       int saved = errno;
       ::close(fd);
-      return Status::Error(path + ": cannot read the saved ConfigMap state: " +
-                           std::strerror(saved));
+      return Status::Error(path +
+                           ": cannot read the saved ConfigMap state: " + std::strerror(saved));
     }
     if (n == 0) break;
     text.append(buffer, static_cast<size_t>(n));
@@ -114,8 +118,7 @@ StatusOr<std::optional<ConfigMapInput>> LoadConfigMapState(const std::string& st
         YAML::Node auths = item.second["auths"];
         if (auths && auths.IsSequence()) {
           for (const auto& entry : auths) {
-            DockerAuth auth{Text(entry["username"]), Text(entry["password"]),
-                            Text(entry["error"])};
+            DockerAuth auth{Text(entry["username"]), Text(entry["password"]), Text(entry["error"])};
             secret.auths.emplace_back(Text(entry["key"]), std::move(auth));
           }
         }

@@ -175,11 +175,10 @@ void ImageService::Pull(std::shared_ptr<InterceptedCall> call, std::string_view,
   attempt->candidates = image::Rewrite(*reference, *config);
   if (health_ != nullptr) {
     // Registries known to be down go last: still tried if nothing else works.
-    std::stable_partition(attempt->candidates.begin(), attempt->candidates.end(),
-                          [&](const image::Candidate& c) {
-                            return c.is_origin() ||
-                                   !health_->IsDown(config->registries[c.registry_index].address);
-                          });
+    std::stable_partition(
+        attempt->candidates.begin(), attempt->candidates.end(), [&](const image::Candidate& c) {
+          return c.is_origin() || !health_->IsDown(config->registries[c.registry_index].address);
+        });
   }
   attempt->callers.push_back(call);
   call->OnCancelled([this, attempt, raw = call.get()] { OnPullCallerGone(attempt, raw); });
@@ -195,9 +194,9 @@ void ImageService::Pull(std::shared_ptr<InterceptedCall> call, std::string_view,
                fmt::format("image-cri-shim: pull of {} did not finish within the timeout ({}s); "
                            "tried: {}",
                            attempt->requested, seconds,
-                           attempt->failures.empty() ? std::string("nothing finished")
-                                                     : fmt::format("{}", fmt::join(
-                                                           attempt->failures, "; "))));
+                           attempt->failures.empty()
+                               ? std::string("nothing finished")
+                               : fmt::format("{}", fmt::join(attempt->failures, "; "))));
   });
   TryNextCandidate(std::move(attempt));
 }
@@ -218,8 +217,8 @@ void ImageService::OnPullCallerGone(const std::shared_ptr<PullAttempt>& attempt,
 void ImageService::TryNextCandidate(std::shared_ptr<PullAttempt> attempt) {
   if (attempt->done) return;
   if (attempt->next == attempt->candidates.size()) {
-    GrpcCode code = attempt->all_absent ? GrpcCode::kNotFound
-                                        : static_cast<GrpcCode>(attempt->last_code);
+    GrpcCode code =
+        attempt->all_absent ? GrpcCode::kNotFound : static_cast<GrpcCode>(attempt->last_code);
     spdlog::warn("pull {} failed on every registry: {}", attempt->requested,
                  fmt::join(attempt->failures, "; "));
     return FinishPull(attempt, nullptr, code,
@@ -228,8 +227,9 @@ void ImageService::TryNextCandidate(std::shared_ptr<PullAttempt> attempt) {
   }
   const config::Config& config = *attempt->config;
   const image::Candidate& candidate = attempt->candidates[attempt->next++];
-  std::string registry_address =
-      candidate.is_origin() ? std::string() : config.registries.at(candidate.registry_index).address;
+  std::string registry_address = candidate.is_origin()
+                                     ? std::string()
+                                     : config.registries.at(candidate.registry_index).address;
   pb::PullImageRequest request = attempt->request;
   request.mutable_image()->set_image(candidate.image);
   ApplyCredentials(request, candidate);
@@ -258,8 +258,8 @@ void ImageService::TryNextCandidate(std::shared_ptr<PullAttempt> attempt) {
         PullFailure failure = ClassifyPullFailure(answer.code, answer.message);
         if (observer_ != nullptr) observer_->OnPullResult(label, PullFailureLabel(failure));
         spdlog::warn("pull {} -> {} via {}: {} after {} error={}", attempt->requested,
-                     candidate.image, candidate.registry, PullFailureName(failure),
-                     Seconds(took), log::Quoted(Shorten(answer.message)));
+                     candidate.image, candidate.registry, PullFailureName(failure), Seconds(took),
+                     log::Quoted(Shorten(answer.message)));
         if (failure == PullFailure::kInvalidReference) {
           return FinishPull(attempt, &answer, GrpcCode::kOk, "");
         }
@@ -268,11 +268,12 @@ void ImageService::TryNextCandidate(std::shared_ptr<PullAttempt> attempt) {
             health_->MarkDown(registry_address, Shorten(answer.message));
           } else if (failure == PullFailure::kAuthRejected &&
                      health_->NoteCredentialsRejected(registry_address)) {
-            spdlog::error("registry rejected the shim's credentials registry={} user={}; fix its "
-                          "`auth`",
-                          registry_address,
-                          candidate.credentials.username.empty() ? "(anonymous)"
-                                                                 : candidate.credentials.username);
+            spdlog::error(
+                "registry rejected the shim's credentials registry={} user={}; fix its "
+                "`auth`",
+                registry_address,
+                candidate.credentials.username.empty() ? "(anonymous)"
+                                                       : candidate.credentials.username);
           }
         }
         attempt->all_absent = attempt->all_absent && failure == PullFailure::kImageAbsent;
@@ -391,8 +392,8 @@ void ImageService::Status(std::shared_ptr<InterceptedCall> call, std::string_vie
         lookup.mutable_image()->set_image(name);
         return lookup.SerializeAsString();
       },
-      [call, requested, start = std::chrono::steady_clock::now()](
-          std::optional<std::string> stored, UnaryResult answer) {
+      [call, requested, start = std::chrono::steady_clock::now()](std::optional<std::string> stored,
+                                                                  UnaryResult answer) {
         auto took = std::chrono::steady_clock::now() - start;
         // Kubelet asks for the status of an image before every container start: an answer is
         // routine (debug); only a failed lookup is worth a line at the default level.
@@ -446,7 +447,7 @@ void ImageService::List(std::shared_ptr<InterceptedCall> call, std::string_view 
   // containerd 1.6 ignores the filter and lists everything, so the shim answers a filtered
   // list itself: the one image the name resolves to, or none.
   auto names = image::LooksLikeImageId(filter) ? std::vector<std::string>{filter}
-                                                : LookupNames(filter, *config);
+                                               : LookupNames(filter, *config);
   if (names.empty()) return call->ReplyByRelaying();
   Resolve(call, ImageServicePath(version, "ImageStatus"), std::move(names), PlainStatusRequest(),
           [call](std::optional<std::string> stored, UnaryResult answer) {
@@ -464,9 +465,8 @@ void ImageService::List(std::shared_ptr<InterceptedCall> call, std::string_view 
           });
 }
 
-void ImageService::CreateContainer(std::shared_ptr<InterceptedCall> call,
-                                   std::string_view version, std::string_view message,
-                                   config::ConfigPtr config) {
+void ImageService::CreateContainer(std::shared_ptr<InterceptedCall> call, std::string_view version,
+                                   std::string_view message, config::ConfigPtr config) {
   auto request = std::make_shared<pb::CreateContainerRequest>();
   if (!request->ParseFromArray(message.data(), static_cast<int>(message.size()))) {
     return call->ReplyByRelaying();

@@ -43,8 +43,8 @@ class ImageService final : public relay::Interceptor {
  private:
   struct PullAttempt;
   struct Resolution;
-  using Resolved = std::function<void(std::optional<std::string> stored_name,
-                                      relay::UnaryResult status_answer)>;
+  using Resolved =
+      std::function<void(std::optional<std::string> stored_name, relay::UnaryResult status_answer)>;
 
   void Pull(std::shared_ptr<relay::InterceptedCall> call, std::string_view version,
             std::string_view message, config::ConfigPtr config);

@@ -22,11 +22,20 @@ PullFailure ClassifyPullFailure(int grpc_code, std::string_view message) {
       Contains(message, "name unknown")) {
     return PullFailure::kImageAbsent;
   }
-  static constexpr std::array<std::string_view, 14> kDown = {
-      "connection refused", "no such host", "i/o timeout", "timeout",
-      "connection reset", "x509:", "tls:", "certificate", "no route to host",
-      "network is unreachable", "500 Internal Server Error", "502 Bad Gateway",
-      "503 Service Unavailable", "504 Gateway Timeout"};
+  static constexpr std::array<std::string_view, 14> kDown = {"connection refused",
+                                                             "no such host",
+                                                             "i/o timeout",
+                                                             "timeout",
+                                                             "connection reset",
+                                                             "x509:",
+                                                             "tls:",
+                                                             "certificate",
+                                                             "no route to host",
+                                                             "network is unreachable",
+                                                             "500 Internal Server Error",
+                                                             "502 Bad Gateway",
+                                                             "503 Service Unavailable",
+                                                             "504 Gateway Timeout"};
   for (auto needle : kDown) {
     if (Contains(message, needle)) return PullFailure::kRegistryDown;
   }

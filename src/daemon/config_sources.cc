@@ -59,8 +59,8 @@ StartupConfig ResolveAtStart(const std::string& config_path, bool announce) {
   std::optional<std::string> text = ConfigFileWatch::Read(config_path, &inputs.file_error);
   if (text) inputs.file_text = *text;
   // The file alone names the state directory and the ConfigMap (node keys).
-  config::LoadResult node = config::ParseConfig(inputs.file_text, config_path,
-                                                config::ParseOptions{.partial = true});
+  config::LoadResult node =
+      config::ParseConfig(inputs.file_text, config_path, config::ParseOptions{.partial = true});
   if (text && node.ok() && node.config->kube.enabled && !node.config->state_dir.empty()) {
     StatusOr<std::optional<config::ConfigMapInput>> saved =
         config::LoadConfigMapState(node.config->state_dir);
@@ -72,8 +72,8 @@ StartupConfig ResolveAtStart(const std::string& config_path, bool announce) {
       if (merged.ok()) {
         if (announce) {
           spdlog::info(
-            "serving the last synced ConfigMap from the state directory until the API server "
-            "answers configmap={} state_dir={}",
+              "serving the last synced ConfigMap from the state directory until the API server "
+              "answers configmap={} state_dir={}",
               (*saved)->Describe(), node.config->state_dir);
         }
         out.resolved = std::move(merged);
@@ -81,9 +81,10 @@ StartupConfig ResolveAtStart(const std::string& config_path, bool announce) {
         return out;
       }
       for (const auto& e : merged.errors) {
-        spdlog::warn("the saved ConfigMap does not apply to the current file; the file alone "
-                     "serves error={}",
-                     log::Quoted(e));
+        spdlog::warn(
+            "the saved ConfigMap does not apply to the current file; the file alone "
+            "serves error={}",
+            log::Quoted(e));
       }
       inputs.configmap.reset();
     }
@@ -198,9 +199,10 @@ class ConfigSources::Worker {
   }
 
   config::ConfigInputs Inputs(const std::optional<config::ConfigMapInput>& configmap) const {
-    return config::ConfigInputs{
-        .file_path = path_, .file_text = file_text_, .file_error = file_error_,
-        .configmap = configmap};
+    return config::ConfigInputs{.file_path = path_,
+                                .file_text = file_text_,
+                                .file_error = file_error_,
+                                .configmap = configmap};
   }
 
   void Count(ReloadSource source, bool ok) {
@@ -240,9 +242,8 @@ class ConfigSources::Worker {
                       received_->Describe());
       }
       for (const auto& e : resolved.errors) {
-        spdlog::error(
-            "config reload rejected, the running configuration stays source={} error={}",
-            ReloadSourceName(source), log::Quoted(e));
+        spdlog::error("config reload rejected, the running configuration stays source={} error={}",
+                      ReloadSourceName(source), log::Quoted(e));
       }
       Count(source, false);
       rejected_.push_back(inputs);
@@ -284,8 +285,8 @@ class ConfigSources::Worker {
     next_interval_ = std::min(next_interval_, Clock::now() + copy->reload_interval);
     spdlog::info("config reloaded source={} path={} configmap={} registries={} debug={}",
                  ReloadSourceName(source), path_,
-                 inputs.configmap ? inputs.configmap->Describe() : "none",
-                 copy->registries.size(), copy->debug);
+                 inputs.configmap ? inputs.configmap->Describe() : "none", copy->registries.size(),
+                 copy->debug);
     LogRegistries(*copy);
     Count(source, true);
     if (kube_changed) {
@@ -298,8 +299,8 @@ class ConfigSources::Worker {
   void Save() {
     const std::string& dir = running_->state_dir;
     if (dir.empty()) return;
-    Status status = accepted_ ? config::SaveConfigMapState(dir, *accepted_)
-                              : config::ClearConfigMapState(dir);
+    Status status =
+        accepted_ ? config::SaveConfigMapState(dir, *accepted_) : config::ClearConfigMapState(dir);
     if (!status.ok()) {
       // Serving goes on; only a restart without the API server loses the ConfigMap.
       spdlog::error("cannot keep the ConfigMap state for restarts error={}",
@@ -381,8 +382,8 @@ class ConfigSources::Worker {
   std::string restart_warned_;
   Clock::time_point next_interval_;
 
-  std::string file_text_;   // the file as last read
-  std::string file_error_;  // why it could not be read
+  std::string file_text_;                           // the file as last read
+  std::string file_error_;                          // why it could not be read
   std::optional<config::ConfigMapInput> received_;  // the ConfigMap's latest input
   std::optional<config::ConfigMapInput> accepted_;  // the one in force (and saved)
   config::ConfigInputs applied_;                    // the inputs behind running_

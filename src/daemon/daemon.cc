@@ -70,8 +70,9 @@ Status PrepareSocketPath(const std::string& path) {
   struct stat st;
   if (lstat(path.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode)) {
-      return Status::Error(path + " exists and is not a socket; remove it or choose another "
-                                  "`shim` path");
+      return Status::Error(path +
+                           " exists and is not a socket; remove it or choose another "
+                           "`shim` path");
     }
     if (unlink(path.c_str()) != 0) {
       return Status::Error("cannot remove stale socket " + path + ": " + std::strerror(errno));
@@ -132,8 +133,8 @@ void AddStateCollectors(Metrics& metrics, const config::ConfigStore& store,
       const char* source = ReloadSourceName(static_cast<ReloadSource>(i));
       text.Sample("image_cri_shim_config_reloads_total", {{"source", source}, {"result", "ok"}},
                   stats.reloads_ok[i]);
-      text.Sample("image_cri_shim_config_reloads_total",
-                  {{"source", source}, {"result", "failed"}}, stats.reloads_failed[i]);
+      text.Sample("image_cri_shim_config_reloads_total", {{"source", source}, {"result", "failed"}},
+                  stats.reloads_failed[i]);
     }
     text.Family("image_cri_shim_configmap_sync_state", "gauge",
                 "The ConfigMap sync's current state.");
@@ -227,9 +228,10 @@ int Run(const Options& options) {
 
   struct stat st;
   if (!config.force && stat(config.cri_socket.c_str(), &st) != 0) {
-    spdlog::error("the runtime socket {} does not exist ({}); start the runtime first, fix `cri`, "
-                  "or set `force: true` to serve anyway",
-                  config.cri_socket, std::strerror(errno));
+    spdlog::error(
+        "the runtime socket {} does not exist ({}); start the runtime first, fix `cri`, "
+        "or set `force: true` to serve anyway",
+        config.cri_socket, std::strerror(errno));
     return 1;
   }
 
@@ -253,9 +255,10 @@ int Run(const Options& options) {
     if (up) {
       spdlog::info("registry is back up registry={}; pulls go to it again", registry);
     } else {
-      spdlog::warn("registry marked down, it goes last until a probe sees it answer registry={} "
-                   "reason={}",
-                   registry, log::Quoted(reason));
+      spdlog::warn(
+          "registry marked down, it goes last until a probe sees it answer registry={} "
+          "reason={}",
+          registry, log::Quoted(reason));
     }
   });
   registry::Prober prober(health, store);
@@ -265,26 +268,27 @@ int Run(const Options& options) {
   relay::RelayServer server(loop, config.cri_socket, &images, &metrics);
   std::string error;
   if (server.upstream().Get(&error) == nullptr) {
-    spdlog::warn("runtime not reachable yet; calls fail with UNAVAILABLE until it is "
-                 "error=\"{}\"", error);
+    spdlog::warn(
+        "runtime not reachable yet; calls fail with UNAVAILABLE until it is "
+        "error=\"{}\"",
+        error);
   }
 
   // Reloads read files and talk to the API server: on the sources' own thread, never the loop.
-  ConfigSources sources({.config_path = options.config_path,
-                         .initial_configmap = startup.configmap,
-                         .force_debug = options.debug,
-                         .on_requested_reload_done =
-                             [&loop] { loop.Post([] { NotifySystemd("READY=1"); }); }},
-                        store);
+  ConfigSources sources(
+      {.config_path = options.config_path,
+       .initial_configmap = startup.configmap,
+       .force_debug = options.debug,
+       .on_requested_reload_done = [&loop] { loop.Post([] { NotifySystemd("READY=1"); }); }},
+      store);
   AddStateCollectors(metrics, store, health, sources);
   WatchRuntime(loop, server, metrics);
   HttpEndpoint endpoint;
   if (!config.metrics.address.empty()) {
-    Status s = endpoint.Start(config.metrics.address,
-                              {.metrics = [&metrics] { return metrics.Render(); },
-                               .ready = [&](std::string* why) {
-                                 return RuntimeAnswers(loop, server, why);
-                               }});
+    Status s = endpoint.Start(
+        config.metrics.address,
+        {.metrics = [&metrics] { return metrics.Render(); },
+         .ready = [&](std::string* why) { return RuntimeAnswers(loop, server, why); }});
     if (s.ok()) {
       spdlog::info("metrics and health endpoint address=http://{}", config.metrics.address);
     } else {

@@ -5,7 +5,9 @@
 namespace shim::daemon {
 
 HttpEndpoint::HttpEndpoint() = default;
-HttpEndpoint::~HttpEndpoint() { Stop(); }
+HttpEndpoint::~HttpEndpoint() {
+  Stop();
+}
 
 Status HttpEndpoint::Start(const std::string& address, Handlers handlers) {
   auto colon = address.rfind(':');
@@ -28,23 +30,23 @@ Status HttpEndpoint::Start(const std::string& address, Handlers handlers) {
   server_ = std::make_unique<httplib::Server>();
   // Two workers: a scrape and a probe at once; nothing here is heavy.
   server_->new_task_queue = [] { return new httplib::ThreadPool(2); };
-  server_->Get("/metrics", [metrics = handlers.metrics](const httplib::Request&,
-                                                        httplib::Response& response) {
-    response.set_content(metrics(), "text/plain; version=0.0.4; charset=utf-8");
-  });
+  server_->Get("/metrics",
+               [metrics = handlers.metrics](const httplib::Request&, httplib::Response& response) {
+                 response.set_content(metrics(), "text/plain; version=0.0.4; charset=utf-8");
+               });
   server_->Get("/healthz", [](const httplib::Request&, httplib::Response& response) {
     response.set_content("ok\n", "text/plain");
   });
-  server_->Get("/readyz", [ready = handlers.ready](const httplib::Request&,
-                                                   httplib::Response& response) {
-    std::string why;
-    if (ready(&why)) {
-      response.set_content("ok\n", "text/plain");
-    } else {
-      response.status = 503;
-      response.set_content("not ready: " + why + "\n", "text/plain");
-    }
-  });
+  server_->Get("/readyz",
+               [ready = handlers.ready](const httplib::Request&, httplib::Response& response) {
+                 std::string why;
+                 if (ready(&why)) {
+                   response.set_content("ok\n", "text/plain");
+                 } else {
+                   response.status = 503;
+                   response.set_content("not ready: " + why + "\n", "text/plain");
+                 }
+               });
   if (!server_->bind_to_port(host.c_str(), port)) {
     server_.reset();
     return Status::Error("cannot listen on metricsAddress " + address +

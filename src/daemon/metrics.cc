@@ -64,7 +64,9 @@ void Metrics::OnPullResult(const std::string& registry, std::string_view result)
   ++pulls_[{registry, std::string(result)}];
 }
 
-void Metrics::OnFailover() { failovers_.fetch_add(1, std::memory_order_relaxed); }
+void Metrics::OnFailover() {
+  failovers_.fetch_add(1, std::memory_order_relaxed);
+}
 
 void Metrics::AddCollector(std::function<void(std::string& out)> collector) {
   collectors_.push_back(std::move(collector));

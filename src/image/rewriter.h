@@ -11,9 +11,9 @@
 namespace shim::image {
 
 struct Candidate {
-  std::string image;             // full reference to ask the runtime for
-  std::string registry;          // host[:port][/path] it goes to, for logs ("docker.io" ...)
-  int registry_index = -1;       // index into Config::registries; -1 = the image's own origin
+  std::string image;                // full reference to ask the runtime for
+  std::string registry;             // host[:port][/path] it goes to, for logs ("docker.io" ...)
+  int registry_index = -1;          // index into Config::registries; -1 = the image's own origin
   config::Credentials credentials;  // the configured registry's; empty for the origin candidate
   bool is_origin() const { return registry_index < 0; }
 };

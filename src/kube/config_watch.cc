@@ -11,17 +11,17 @@ namespace shim::kube {
 // What the watch of one Secret named by `authSecret` has told so far.
 struct ConfigMapWatch::SecretView {
   std::unique_ptr<ObjectWatch> watch;
-  bool answered = false;                     // an object, a 404, or a failure before any
+  bool answered = false;                        // an object, a 404, or a failure before any
   std::optional<config::DockerConfig> content;  // from the last object (or 404) seen
-  std::string problem;  // why it could not be read, while content is unset
+  std::string problem;                          // why it could not be read, while content is unset
   std::optional<SyncState> logged_state;
 };
 
 ConfigMapWatch::ConfigMapWatch(const config::KubeSync& settings, const DiscoveryEnv& discovery,
                                double time_scale, OnInput on_input)
     : settings_(settings), time_scale_(time_scale), on_input_(std::move(on_input)) {
-  std::string name = "ConfigMap " + settings_.namespace_ + "/" + settings_.name + " key " +
-                     settings_.key;
+  std::string name =
+      "ConfigMap " + settings_.namespace_ + "/" + settings_.name + " key " + settings_.key;
   if (!settings_.enabled) {
     spdlog::info("ConfigMap sync is off (configMap.enabled: false)");
     status_.sync_state = "disabled";
@@ -234,12 +234,11 @@ void ConfigMapWatch::OnSyncState(SyncState state, const std::string& detail) {
     return;
   }
   logged_state_ = state;
-  std::string name = "ConfigMap " + settings_.namespace_ + "/" + settings_.name + " key " +
-                     settings_.key;
+  std::string name =
+      "ConfigMap " + settings_.namespace_ + "/" + settings_.name + " key " + settings_.key;
   switch (state) {
     case SyncState::kSynced:
-      spdlog::info("ConfigMap sync: reading and watching configmap={} detail=\"{}\"", name,
-                   detail);
+      spdlog::info("ConfigMap sync: reading and watching configmap={} detail=\"{}\"", name, detail);
       break;
     case SyncState::kKeyAbsent:
     case SyncState::kAbsent:

@@ -45,16 +45,15 @@ class ConfigMapWatch {
   // Looks for credentials (`discovery`) and starts watching when `settings` ask for it; without
   // credentials, or when the sync is off, it stays idle (said once in the log and in status()).
   // `time_scale` multiplies the watch timeouts and backoffs (tests).
-  ConfigMapWatch(const config::KubeSync& settings, const DiscoveryEnv& discovery,
-                 double time_scale, OnInput on_input);
+  ConfigMapWatch(const config::KubeSync& settings, const DiscoveryEnv& discovery, double time_scale,
+                 OnInput on_input);
   ~ConfigMapWatch();
   ConfigMapWatch(const ConfigMapWatch&) = delete;
   ConfigMapWatch& operator=(const ConfigMapWatch&) = delete;
 
   // A Secret's content as read, whenever it changes (a Secret this watch reads for the latest
   // payload or for KeepWatching). Runs inside Poll().
-  using SecretCallback =
-      std::function<void(const std::string& name, const config::DockerConfig&)>;
+  using SecretCallback = std::function<void(const std::string& name, const config::DockerConfig&)>;
   void set_on_secret(SecretCallback on_secret) { on_secret_ = std::move(on_secret); }
   // Secrets to keep watching besides those the latest payload names: those of the ConfigMap
   // input in force, so that their rotation still reaches it while a newer payload is rejected.
@@ -87,11 +86,11 @@ class ConfigMapWatch {
   SecretCallback on_secret_;
   std::set<std::string> also_watched_;
   std::unique_ptr<ApiClient> client_;
-  std::unique_ptr<ConfigMapSync> sync_;                     // uses client_
+  std::unique_ptr<ConfigMapSync> sync_;                         // uses client_
   std::map<std::string, std::unique_ptr<SecretView>> secrets_;  // by name; use client_
-  bool received_ = false;                                   // the ConfigMap answered once
-  std::optional<std::string> payload_;                      // its latest value
-  bool dirty_ = false;                                      // Deliver() has something new
+  bool received_ = false;                                       // the ConfigMap answered once
+  std::optional<std::string> payload_;                          // its latest value
+  bool dirty_ = false;                                          // Deliver() has something new
   std::optional<std::optional<config::ConfigMapInput>> delivered_;
   std::optional<SyncState> logged_state_;
   ConfigWatchStatus status_;

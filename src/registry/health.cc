@@ -5,7 +5,9 @@ namespace shim::registry {
 RegistryHealth::RegistryHealth(const Clock& clock, BackoffPolicy policy, uint32_t seed)
     : clock_(clock), policy_(policy), random_(seed == 0 ? std::random_device{}() : seed) {}
 
-void RegistryHealth::set_listener(Listener listener) { listener_ = std::move(listener); }
+void RegistryHealth::set_listener(Listener listener) {
+  listener_ = std::move(listener);
+}
 
 std::chrono::milliseconds RegistryHealth::Jittered(std::chrono::milliseconds d) {
   std::uniform_real_distribution<double> factor(1.0 - policy_.jitter, 1.0 + policy_.jitter);

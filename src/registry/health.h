@@ -40,8 +40,8 @@ struct BackoffPolicy {
 class RegistryHealth {
  public:
   // Called (outside the lock) on every change between up and down, for logs and metrics.
-  using Listener = std::function<void(const std::string& registry, bool up,
-                                      const std::string& reason)>;
+  using Listener =
+      std::function<void(const std::string& registry, bool up, const std::string& reason)>;
 
   explicit RegistryHealth(const Clock& clock, BackoffPolicy policy = {}, uint32_t seed = 0);
 

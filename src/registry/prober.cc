@@ -91,7 +91,9 @@ size_t OnHeader(char* buffer, size_t size, size_t n, void* user) {
   return size * n;
 }
 
-size_t Discard(char*, size_t size, size_t n, void*) { return size * n; }
+size_t Discard(char*, size_t size, size_t n, void*) {
+  return size * n;
+}
 
 // One GET. `credentials` empty = anonymous. `bundle` empty = libcurl's default trust store.
 Response Get(const config::Registry& registry, const std::string& bundle, const std::string& url,
@@ -153,8 +155,8 @@ std::string TokenUrl(const std::string& challenge) {
   std::string service = param("service");
   if (service.empty()) return realm;
   char* escaped = curl_easy_escape(nullptr, service.c_str(), static_cast<int>(service.size()));
-  std::string url = realm + (realm.find('?') == std::string::npos ? "?" : "&") + "service=" +
-                    (escaped ? escaped : "");
+  std::string url = realm + (realm.find('?') == std::string::npos ? "?" : "&") +
+                    "service=" + (escaped ? escaped : "");
   curl_free(escaped);
   return url;
 }
@@ -171,14 +173,15 @@ ProbeResult ProbeRegistry(const config::Registry& registry, bool check_credentia
   Response anonymous = Get(registry, *bundle, root, nullptr, timeout);
   if (!anonymous.error.empty()) return {ProbeResult::State::kDown, anonymous.error};
   if (anonymous.status != 200 && anonymous.status != 401) {
-    return {ProbeResult::State::kDown, "GET /v2/ answered HTTP " + std::to_string(anonymous.status)};
+    return {ProbeResult::State::kDown,
+            "GET /v2/ answered HTTP " + std::to_string(anonymous.status)};
   }
   if (!check_credentials || registry.auth.empty() || anonymous.status == 200) {
     return {ProbeResult::State::kUp, ""};
   }
   const std::string& challenge = anonymous.www_authenticate;
-  bool bearer = challenge.size() >= 6 && (challenge.compare(0, 6, "Bearer") == 0 ||
-                                          challenge.compare(0, 6, "bearer") == 0);
+  bool bearer = challenge.size() >= 6 &&
+                (challenge.compare(0, 6, "Bearer") == 0 || challenge.compare(0, 6, "bearer") == 0);
   std::string url = bearer ? TokenUrl(challenge) : root;
   if (url.empty()) return {ProbeResult::State::kUp, "credentials not checked: no token realm"};
   Response with = Get(registry, *bundle, url, &registry.auth, timeout);
@@ -188,14 +191,16 @@ ProbeResult ProbeRegistry(const config::Registry& registry, bool check_credentia
     return {ProbeResult::State::kCredentialsRejected,
             "HTTP " + std::to_string(with.status) + " for user " + registry.auth.username};
   }
-  return {ProbeResult::State::kDown, "credential check answered HTTP " +
-                                         std::to_string(with.status)};
+  return {ProbeResult::State::kDown,
+          "credential check answered HTTP " + std::to_string(with.status)};
 }
 
 Prober::Prober(RegistryHealth& health, const config::ConfigStore& store)
     : health_(health), store_(store) {}
 
-Prober::~Prober() { Stop(); }
+Prober::~Prober() {
+  Stop();
+}
 
 void Prober::Start() {
   thread_ = std::thread([this] { Loop(); });
@@ -225,7 +230,8 @@ void Prober::Loop() {
         if (result.state == ProbeResult::State::kUp) {
           health_.MarkUp(address);
         } else {
-          spdlog::debug("registry still down registry={} reason={}", address, log::Quoted(result.detail));
+          spdlog::debug("registry still down registry={} reason={}", address,
+                        log::Quoted(result.detail));
           health_.ProbeFailed(address, result.detail);
         }
       }

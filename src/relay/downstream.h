@@ -21,8 +21,7 @@ class DownstreamConnection;
 // Creates the call object for a request whose headers are complete. May answer at once (for
 // instance with an error) and return nullptr.
 using StreamFactory = std::function<std::shared_ptr<ServerStream>(
-    DownstreamConnection& connection, int32_t stream_id, Headers request_headers,
-    bool end_stream)>;
+    DownstreamConnection& connection, int32_t stream_id, Headers request_headers, bool end_stream)>;
 
 class DownstreamConnection : public Http2Connection {
  public:

@@ -78,7 +78,9 @@ void EventLoop::Cancel(TimerId id) {
   timer_index_.erase(it);
 }
 
-void EventLoop::Defer(std::function<void()> task) { deferred_.push_back(std::move(task)); }
+void EventLoop::Defer(std::function<void()> task) {
+  deferred_.push_back(std::move(task));
+}
 
 void EventLoop::Post(std::function<void()> task) {
   {

@@ -16,20 +16,31 @@ std::vector<nghttp2_nv> ToNv(const Headers& headers) {
   nv.reserve(headers.size());
   for (const auto& h : headers) {
     // NO_COPY is not used: nghttp2 copies at submit, so `headers` may die right after.
-    nv.push_back(nghttp2_nv{
-        reinterpret_cast<uint8_t*>(const_cast<char*>(h.name.data())),
-        reinterpret_cast<uint8_t*>(const_cast<char*>(h.value.data())), h.name.size(),
-        h.value.size(), NGHTTP2_NV_FLAG_NONE});
+    nv.push_back(nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(h.name.data())),
+                            reinterpret_cast<uint8_t*>(const_cast<char*>(h.value.data())),
+                            h.name.size(), h.value.size(), NGHTTP2_NV_FLAG_NONE});
   }
   return nv;
 }
 
 std::string_view GrpcCodeName(int code) {
-  static constexpr std::string_view kNames[] = {
-      "OK",           "CANCELLED",       "UNKNOWN",   "INVALID_ARGUMENT",  "DEADLINE_EXCEEDED",
-      "NOT_FOUND",    "ALREADY_EXISTS",  "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-      "FAILED_PRECONDITION", "ABORTED",  "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
-      "UNAVAILABLE",  "DATA_LOSS",       "UNAUTHENTICATED"};
+  static constexpr std::string_view kNames[] = {"OK",
+                                                "CANCELLED",
+                                                "UNKNOWN",
+                                                "INVALID_ARGUMENT",
+                                                "DEADLINE_EXCEEDED",
+                                                "NOT_FOUND",
+                                                "ALREADY_EXISTS",
+                                                "PERMISSION_DENIED",
+                                                "RESOURCE_EXHAUSTED",
+                                                "FAILED_PRECONDITION",
+                                                "ABORTED",
+                                                "OUT_OF_RANGE",
+                                                "UNIMPLEMENTED",
+                                                "INTERNAL",
+                                                "UNAVAILABLE",
+                                                "DATA_LOSS",
+                                                "UNAUTHENTICATED"};
   if (code < 0 || code >= static_cast<int>(std::size(kNames))) return "UNKNOWN";
   return kNames[code];
 }

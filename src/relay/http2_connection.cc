@@ -157,8 +157,8 @@ void Http2Connection::Flush() {
     out_.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
   }
   while (out_head_ < out_.size()) {
-    ssize_t n = send(fd_, out_.data() + out_head_, out_.size() - out_head_,
-                     MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t n =
+        send(fd_, out_.data() + out_head_, out_.size() - out_head_, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN) break;

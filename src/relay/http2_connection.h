@@ -61,9 +61,8 @@ class Http2Connection {
   // these two as their begin-headers and header callbacks, then call Start().
   void Start();
   static int OnBeginHeaders(nghttp2_session*, const nghttp2_frame*, void* user_data);
-  static int OnHeader(nghttp2_session*, const nghttp2_frame*, const uint8_t* name,
-                      size_t namelen, const uint8_t* value, size_t valuelen, uint8_t,
-                      void* user_data);
+  static int OnHeader(nghttp2_session*, const nghttp2_frame*, const uint8_t* name, size_t namelen,
+                      const uint8_t* value, size_t valuelen, uint8_t, void* user_data);
   // The header block being received (blocks never interleave in HTTP/2), complete when the
   // HEADERS frame arrives in the subclass's frame callback.
   Headers TakeHeaders() { return std::move(scratch_); }

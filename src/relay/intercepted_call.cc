@@ -117,7 +117,8 @@ void InterceptedCall::Send(Headers headers, std::string body, Headers trailers) 
   cancel_hook_ = nullptr;
   if (observer_ != nullptr) {
     const std::string* status = FindHeader(trailers, "grpc-status");
-    observer_->OnCallFinished(method_, status ? std::atoi(status->c_str()) : CallObserver::kCallReset,
+    observer_->OnCallFinished(method_,
+                              status ? std::atoi(status->c_str()) : CallObserver::kCallReset,
                               std::chrono::steady_clock::now() - start_);
   }
   if (down_ == nullptr) return;

@@ -67,9 +67,10 @@ void RelayServer::PauseAccepting(int error) {
   // Logged once per shortage, not once per pause: a shortage can last.
   if (!shortage_logged_) {
     shortage_logged_ = true;
-    spdlog::warn("cannot accept connections, retrying every {} ms until resources are freed "
-                 "error=\"{}\" connections={}",
-                 kAcceptPause.count(), std::strerror(error), connections_.size());
+    spdlog::warn(
+        "cannot accept connections, retrying every {} ms until resources are freed "
+        "error=\"{}\" connections={}",
+        kAcceptPause.count(), std::strerror(error), connections_.size());
   }
   resume_timer_ = loop_.AddTimer(kAcceptPause, [this] {
     resume_timer_ = 0;

@@ -41,8 +41,8 @@ class RelayServer {
   void Accept();
   // Out of descriptors or memory: stop watching the listening socket for kAcceptPause.
   void PauseAccepting(int error);
-  std::shared_ptr<ServerStream> NewStream(DownstreamConnection& down, int32_t id,
-                                          Headers headers, bool end_stream);
+  std::shared_ptr<ServerStream> NewStream(DownstreamConnection& down, int32_t id, Headers headers,
+                                          bool end_stream);
   void Drop(Http2Connection* connection);
   void MaybeShutdownDone();
 

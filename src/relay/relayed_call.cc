@@ -144,8 +144,7 @@ void RelayedCall::OnUpstreamClosed(uint32_t error_code, const std::string& reaso
   if (error_code == NGHTTP2_NO_ERROR && response_ended_) return;  // trailers are on their way
   if (!response_started_) {
     // Nothing sent yet: a proper gRPC status explains more than a reset would.
-    std::string message = reason.empty() ? "the runtime closed the call without an answer"
-                                         : reason;
+    std::string message = reason.empty() ? "the runtime closed the call without an answer" : reason;
     response_started_ = response_ended_ = true;
     code_ = static_cast<int>(CodeForReset(error_code));
     down_->SubmitResponse(down_id_, TrailersOnly(CodeForReset(error_code), message), true);
@@ -159,7 +158,8 @@ void RelayedCall::OnUpstreamClosed(uint32_t error_code, const std::string& reaso
   }
   if (request_unconsumed_ > 0) down->Consume(0, request_unconsumed_);
   request_unconsumed_ = 0;
-  down->Cancel(down_id_, error_code == NGHTTP2_NO_ERROR ? uint32_t{NGHTTP2_INTERNAL_ERROR} : error_code);
+  down->Cancel(down_id_,
+               error_code == NGHTTP2_NO_ERROR ? uint32_t{NGHTTP2_INTERNAL_ERROR} : error_code);
 }
 
 void RelayedCall::OnDownstreamClosed(uint32_t error_code) {

@@ -47,8 +47,8 @@ class RelayedCall final : public ServerStream,
   UpstreamConnection* up_ = nullptr;  // nullptr once the upstream stream is closed
   int32_t up_id_ = -1;
 
-  ByteQueue request_;   // kubelet -> runtime
-  ByteQueue response_;  // runtime -> kubelet
+  ByteQueue request_;               // kubelet -> runtime
+  ByteQueue response_;              // runtime -> kubelet
   size_t request_unconsumed_ = 0;   // received from kubelet, credit not yet returned
   size_t response_unconsumed_ = 0;  // received from the runtime, credit not yet returned
   bool request_ended_ = false;

@@ -64,7 +64,9 @@ void UnaryCall::OnResponseData(const uint8_t* data, size_t n) {
   result_.body.append(reinterpret_cast<const char*>(data), n);
 }
 
-void UnaryCall::OnResponseTrailers(Headers trailers) { result_.trailers = std::move(trailers); }
+void UnaryCall::OnResponseTrailers(Headers trailers) {
+  result_.trailers = std::move(trailers);
+}
 
 void UnaryCall::OnUpstreamClosed(uint32_t error_code, const std::string& reason) {
   up_ = nullptr;

@@ -81,8 +81,7 @@ void UpstreamConnection::OnClosed(const std::string& reason) {
   for (auto& [id, stream] : streams) stream->OnUpstreamClosed(NGHTTP2_INTERNAL_ERROR, reason);
 }
 
-int UpstreamConnection::OnFrameRecv(nghttp2_session*, const nghttp2_frame* frame,
-                                    void* user_data) {
+int UpstreamConnection::OnFrameRecv(nghttp2_session*, const nghttp2_frame* frame, void* user_data) {
   auto* self = Self(user_data);
   switch (frame->hd.type) {
     case NGHTTP2_HEADERS: {
@@ -153,7 +152,9 @@ UpstreamPool::UpstreamPool(EventLoop& loop, std::string socket_path)
 
 UpstreamPool::~UpstreamPool() = default;
 
-bool UpstreamPool::connected() const { return current_ != nullptr && current_->accepting(); }
+bool UpstreamPool::connected() const {
+  return current_ != nullptr && current_->accepting();
+}
 
 UpstreamConnection* UpstreamPool::Get(std::string* error) {
   if (current_ != nullptr && current_->accepting()) return current_;

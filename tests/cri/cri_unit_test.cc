@@ -123,7 +123,7 @@ TEST(ImageLocations, RemembersFindsForgetsAndStaysBounded) {
   locations.Remember("docker.io/library/b:1", "r/library/b:1");
   locations.Remember("docker.io/library/c:1", "r/library/c:1");
   EXPECT_EQ(locations.Find("docker.io/library/a:1"), "r/library/a:1");  // a is now freshest
-  locations.Remember("docker.io/library/d:1", "r/library/d:1");        // evicts b
+  locations.Remember("docker.io/library/d:1", "r/library/d:1");         // evicts b
   EXPECT_EQ(locations.size(), 3u);
   EXPECT_FALSE(locations.Find("docker.io/library/b:1"));
   EXPECT_TRUE(locations.Find("docker.io/library/a:1"));

@@ -182,7 +182,8 @@ TEST_F(ConfigE2E, AConfigMapAtStartServesPullsAndTheOperatorsFileIsUntouched) {
   EXPECT_EQ(st.st_mode & 07777, 0644u);
   // The ConfigMap is kept for restarts under stateDir, 0600 in a 0700 directory.
   std::string state = StateDir() + "/configmap.yaml";
-  ASSERT_TRUE(WaitUntil([&] { return ReadFileIfExists(state).find(b_->Host()) != std::string::npos; }, 5s))
+  ASSERT_TRUE(
+      WaitUntil([&] { return ReadFileIfExists(state).find(b_->Host()) != std::string::npos; }, 5s))
       << shim_->Log();
   ASSERT_EQ(stat(state.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 07777, 0600u);
@@ -195,8 +196,8 @@ TEST_F(ConfigE2E, AConfigMapThatPromotesTheBackupServesPullsFromIt) {
   // documented shape, without repeating B's credentials.
   api_->SetData({{"registries.yaml", "sealos:\n  address: " + b_->Address() + "\n"}});
   api_->Start();
-  StartShim(LocalConfig("registries:\n- address: " + b_->Address() + "\n  auth: \"" + kUserB +
-                        ":" + kPasswordB + "\"\n"));
+  StartShim(LocalConfig("registries:\n- address: " + b_->Address() + "\n  auth: \"" + kUserB + ":" +
+                        kPasswordB + "\"\n"));
   ASSERT_TRUE(PullUntil(id_b_, 10s)) << shim_->Log();
   EXPECT_FALSE(LogHas("list each registry once", 0ms)) << shim_->Log();
   EXPECT_FALSE(LogHas("ConfigMap payload rejected", 0ms)) << shim_->Log();
@@ -208,19 +209,22 @@ TEST_F(ConfigE2E, ARestartWithTheApiServerDownServesTheLastSyncedConfigMap) {
   StartShim(LocalConfig());
   ASSERT_TRUE(PullUntil(id_b_, 10s)) << shim_->Log();
   ASSERT_TRUE(WaitUntil(
-      [&] { return ReadFileIfExists(StateDir() + "/configmap.yaml").find(b_->Host()) != std::string::npos; },
+      [&] {
+        return ReadFileIfExists(StateDir() + "/configmap.yaml").find(b_->Host()) !=
+               std::string::npos;
+      },
       5s));
   shim_->Stop();
   api_->Stop();
   // Restarted while the API server is down: the first pull already goes to B.
   std::string file = ReadFile(path_);
-  shim_ = std::make_unique<ShimProcess>(
-      ShimOptions{.config_path = path_,
-                  .socket_path = dir_->File("shim.sock"),
-                  .debug = true,
-                  .env = {{"KUBECONFIG", dir_->File("kubeconfig")},
-                          {"HOME", dir_->path()},
-                          {"SHIM_KUBE_TIME_SCALE", "0.05"}}});
+  shim_ =
+      std::make_unique<ShimProcess>(ShimOptions{.config_path = path_,
+                                                .socket_path = dir_->File("shim.sock"),
+                                                .debug = true,
+                                                .env = {{"KUBECONFIG", dir_->File("kubeconfig")},
+                                                        {"HOME", dir_->path()},
+                                                        {"SHIM_KUBE_TIME_SCALE", "0.05"}}});
   shim_->Start();
   client_ = std::make_unique<CriClient>(shim_->Socket());
   EXPECT_EQ(Pull(), id_b_) << shim_->Log();

@@ -113,12 +113,11 @@ class FailoverE2E : public ::testing::Test {
   void StartShim(const std::string& primary_address, const std::string& primary_auth,
                  const std::string& extra = "") {
     std::string config = "shim: " + dir_->File("shim.sock") + "\n" +
-                         "cri: " + containerd_->Socket() + "\n" +
-                         "address: " + primary_address + "\n" +
-                         "auth: \"" + primary_auth + "\"\n" +
+                         "cri: " + containerd_->Socket() + "\n" + "address: " + primary_address +
+                         "\n" + "auth: \"" + primary_auth + "\"\n" +
                          "registries:\n"
-                         "- address: " + backup_->Address() + "\n" +
-                         "  auth: \"user-b:pw-B-q8w2e\"\n" +
+                         "- address: " +
+                         backup_->Address() + "\n" + "  auth: \"user-b:pw-B-q8w2e\"\n" +
                          "configMap:\n  enabled: false\n" + extra;
     WriteFile(dir_->File("config.yaml"), config, 0600);
     shim_ = std::make_unique<ShimProcess>(ShimOptions{.config_path = dir_->File("config.yaml"),
@@ -296,17 +295,16 @@ TEST_F(FailoverE2E, ShimTimeoutBoundsAHangingPull) {
 
 TEST_F(FailoverE2E, DryRunProbesEveryRegistry) {
   primary_->Stop();
-  std::string config = "shim: " + dir_->File("dry.sock") + "\n" +
-                       "cri: " + containerd_->Socket() + "\n" +
-                       "address: " + primary_->Address() + "\n" +
+  std::string config = "shim: " + dir_->File("dry.sock") + "\n" + "cri: " + containerd_->Socket() +
+                       "\n" + "address: " + primary_->Address() + "\n" +
                        "auth: \"user-a:pw-A-7f3k9:x\"\n" +
                        "registries:\n"
-                       "- address: " + backup_->Address() + "\n" +
-                       "  auth: \"user-b:wrong-pw-9z\"\n" +
+                       "- address: " +
+                       backup_->Address() + "\n" + "  auth: \"user-b:wrong-pw-9z\"\n" +
                        "configMap:\n  enabled: false\n";
   WriteFile(dir_->File("dry.yaml"), config, 0600);
-  auto result = RunCommand({ShimBinaryPath(), "--dry-run", "--file", dir_->File("dry.yaml")}, {},
-                           30s);
+  auto result =
+      RunCommand({ShimBinaryPath(), "--dry-run", "--file", dir_->File("dry.yaml")}, {}, 30s);
   EXPECT_TRUE(result.status.Success()) << result.output;
   EXPECT_NE(result.output.find(primary_->Address() + ": down ("), std::string::npos)
       << result.output;

@@ -595,8 +595,8 @@ class FaultsE2E : public ::testing::Test {
               ":" + second.password() + "\"\n";
     }
     return yaml + "timeout: 5m\nreloadInterval: 1h\nstateDir: " + dir_->File("state") +
-           "\nconfigMap:\n  enabled: " +
-           (setup.config_map ? "true" : "false") + "\nmetricsAddress: \"\"\n";
+           "\nconfigMap:\n  enabled: " + (setup.config_map ? "true" : "false") +
+           "\nmetricsAddress: \"\"\n";
   }
 
   // Starts this test's shim and pulls kLoadImage through it, so the load's status calls find it.

@@ -150,10 +150,9 @@ class SecretE2E : public ::testing::Test {
 
   // `image-cri-shim --dry-run` against the same API server; its output must hold no secret.
   std::string DryRun() {
-    CommandResult result = RunCommand({ShimBinaryPath(), "--dry-run", "--file", path_},
-                                      {{"KUBECONFIG", dir_->File("kubeconfig")},
-                                       {"HOME", dir_->path()}},
-                                      30s);
+    CommandResult result =
+        RunCommand({ShimBinaryPath(), "--dry-run", "--file", path_},
+                   {{"KUBECONFIG", dir_->File("kubeconfig")}, {"HOME", dir_->path()}}, 30s);
     for (const char* secret : {kPassword1, kPassword2}) {
       EXPECT_EQ(result.output.find(secret), std::string::npos) << result.output;
     }
@@ -195,8 +194,8 @@ TEST_F(SecretE2E, APasswordOnlyInASecretPullsAndItsRotationAppliesWithinTwoSecon
   // The node keeps it under stateDir (0600), so the shim survives an API outage and a restart;
   // the operator's file never holds it.
   struct stat st {};
-  ASSERT_TRUE(WaitUntil([&] { return stat(dir_->File("state/configmap.yaml").c_str(), &st) == 0; },
-                        5s));
+  ASSERT_TRUE(
+      WaitUntil([&] { return stat(dir_->File("state/configmap.yaml").c_str(), &st) == 0; }, 5s));
   EXPECT_EQ(st.st_mode & 07777, 0600u);
   EXPECT_EQ(ReadFile(path_).find(kPassword1), std::string::npos);
   ASSERT_TRUE(api_->WaitForOpenWatches(2, 10s)) << "the ConfigMap's and the Secret's";

@@ -64,8 +64,7 @@ class ConfigSourcesTest : public ::testing::Test {
         .cert_path = pki_->server_cert, .key_path = pki_->server_key, .token = kToken});
     WriteFile(dir_->File("kubeconfig"), MakeKubeconfig(server_->Url(), pki_->ca_pem, kToken));
     capture_ = std::make_shared<LogCapture>();
-    logger_ = std::make_shared<spdlog::logger>(
-        "test", capture_);
+    logger_ = std::make_shared<spdlog::logger>("test", capture_);
     logger_->set_level(spdlog::level::debug);
     previous_logger_ = spdlog::default_logger();
     spdlog::set_default_logger(logger_);
@@ -82,9 +81,7 @@ class ConfigSourcesTest : public ::testing::Test {
     }
   }
 
-  std::string Log() {
-    return capture_->Text();
-  }
+  std::string Log() { return capture_->Text(); }
 
   void StartSources(const std::string& local, bool with_kube = true) {
     ASSERT_NE(local.find("stateDir: " + StateDir()), std::string::npos)
@@ -216,8 +213,8 @@ TEST_F(ConfigSourcesTest, AConfigMapAtStartAppliesTheFileIsLeftAloneAndTheStateI
 
   // The ConfigMap is kept under stateDir: directory 0700, file 0600.
   std::string state = StateDir() + "/configmap.yaml";
-  ASSERT_TRUE(WaitUntil([&] { return ReadFileIfExists(state).find("cm-secret-pw-1") != std::string::npos; },
-                        5s))
+  ASSERT_TRUE(WaitUntil(
+      [&] { return ReadFileIfExists(state).find("cm-secret-pw-1") != std::string::npos; }, 5s))
       << Log();
   struct stat st {};
   ASSERT_EQ(stat(state.c_str(), &st), 0);
@@ -340,8 +337,7 @@ TEST_F(ConfigSourcesTest, AConfigMapThatPromotesTheFilesBackupIsAppliedWithItsCr
       "registries:\n- address: https://local-mirror.example.com\n"
       "  auth: \"mirror-user:local-secret-pw\"\nreloadInterval: 1h\nstateDir: " +
       StateDir() + "\n";
-  server_->SetData(
-      {{"registries.yaml", "sealos:\n  address: https://local-mirror.example.com\n"}});
+  server_->SetData({{"registries.yaml", "sealos:\n  address: https://local-mirror.example.com\n"}});
   server_->Start();
   StartSources(local);
   ASSERT_TRUE(WaitForPrimary("https://local-mirror.example.com")) << Log();
@@ -357,8 +353,10 @@ TEST_F(ConfigSourcesTest, ARestartWithTheApiServerDownServesTheLastSyncedConfigM
   StartSources(Local());
   ASSERT_TRUE(WaitForPrimary("https://registry.company.com")) << Log();
   ASSERT_TRUE(WaitUntil(
-      [&] { return ReadFileIfExists(StateDir() + "/configmap.yaml").find("cm-secret-pw-1") !=
-                   std::string::npos; },
+      [&] {
+        return ReadFileIfExists(StateDir() + "/configmap.yaml").find("cm-secret-pw-1") !=
+               std::string::npos;
+      },
       5s));
   sources_->Stop();
   sources_.reset();
@@ -385,8 +383,8 @@ TEST_F(ConfigSourcesTest, ARestartWithTheApiServerDownServesTheLastSyncedConfigM
   server_->Start();
   server_->Delete();
   ASSERT_TRUE(WaitForPrimary("https://local.example.com", 10s)) << Log();
-  EXPECT_TRUE(WaitUntil(
-      [&] { return !std::filesystem::exists(StateDir() + "/configmap.yaml"); }, 5s));
+  EXPECT_TRUE(
+      WaitUntil([&] { return !std::filesystem::exists(StateDir() + "/configmap.yaml"); }, 5s));
 }
 
 TEST_F(ConfigSourcesTest, SighupReadsTheConfigMapAgain) {

@@ -1,8 +1,8 @@
 // Credentials from a dockerconfigjson Secret through ConfigSources, against the Kubernetes API
-// test server: read at start and kept 0600 under stateDir (the file is never written), a rotation applied within two
-// seconds, absent / forbidden / wrong type rejected while the running configuration serves,
-// 410 relisted without losing a rotation, the Secret's watch on the same thread next to the
-// ConfigMap's, and the cost in requests. Every log line is checked for secrets.
+// test server: read at start and kept 0600 under stateDir (the file is never written), a rotation
+// applied within two seconds, absent / forbidden / wrong type rejected while the running
+// configuration serves, 410 relisted without losing a rotation, the Secret's watch on the same
+// thread next to the ConfigMap's, and the cost in requests. Every log line is checked for secrets.
 #include <gtest/gtest.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
@@ -65,8 +65,7 @@ class SecretSync : public ::testing::Test {
         .cert_path = pki_->server_cert, .key_path = pki_->server_key, .token = kToken});
     WriteFile(dir_->File("kubeconfig"), MakeKubeconfig(server_->Url(), pki_->ca_pem, kToken));
     capture_ = std::make_shared<LogCapture>();
-    logger_ = std::make_shared<spdlog::logger>(
-        "test", capture_);
+    logger_ = std::make_shared<spdlog::logger>("test", capture_);
     logger_->set_level(spdlog::level::debug);  // debug lines must not leak either
     previous_logger_ = spdlog::default_logger();
     spdlog::set_default_logger(logger_);
@@ -88,9 +87,7 @@ class SecretSync : public ::testing::Test {
     }
   }
 
-  std::string Log() {
-    return capture_->Text();
-  }
+  std::string Log() { return capture_->Text(); }
   size_t LogCount(const std::string& text) {
     std::string log = Log();
     size_t n = 0;
@@ -106,8 +103,7 @@ class SecretSync : public ::testing::Test {
     WriteFile(path_,
               "shim: /run/test/shim.sock\ncri: /run/test/containerd.sock\n"
               "address: https://local.example.com\nauth: \"local:" +
-                  std::string(kLocalPw) + "\"\nreloadInterval: 1h\nstateDir: " + StateFile() +
-                  "\n",
+                  std::string(kLocalPw) + "\"\nreloadInterval: 1h\nstateDir: " + StateFile() + "\n",
               0644);
     config::LoadResult loaded = config::LoadConfigFile(path_);
     ASSERT_TRUE(loaded.ok()) << loaded.errors[0];

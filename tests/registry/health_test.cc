@@ -72,8 +72,8 @@ TEST_F(HealthTest, FailedProbesDoubleTheDelayUpToTheCap) {
     ASSERT_EQ(health_.DueForProbe().size(), 1u);
     auto now = clock_.Now();
     health_.ProbeFailed("https://a", "still refused");
-    delays.push_back(std::chrono::duration_cast<std::chrono::milliseconds>(
-        *health_.NextProbeAt() - now));
+    delays.push_back(
+        std::chrono::duration_cast<std::chrono::milliseconds>(*health_.NextProbeAt() - now));
   }
   // 2s, 4s, 8s, then capped at 8s; each within +-20%.
   const int64_t expected[] = {2000, 4000, 8000, 8000, 8000, 8000};

@@ -19,7 +19,8 @@ class FakeRuntime::Service final : public Echo::Service {
     auto meta = context->client_metadata().find("x-test-meta");
     counters_.last_metadata_seen = meta != context->client_metadata().end() ? 1 : 0;
     if (meta != context->client_metadata().end()) {
-      context->AddInitialMetadata("x-echo-meta", std::string(meta->second.data(), meta->second.size()));
+      context->AddInitialMetadata("x-echo-meta",
+                                  std::string(meta->second.data(), meta->second.size()));
       context->AddTrailingMetadata("x-trailer", "done");
     }
     *reply = *request;
@@ -84,7 +85,9 @@ class FakeRuntime::Service final : public Echo::Service {
 FakeRuntime::FakeRuntime(std::string socket_path)
     : socket_path_(std::move(socket_path)), counters_(std::make_unique<Counters>()) {}
 
-FakeRuntime::~FakeRuntime() { Stop(); }
+FakeRuntime::~FakeRuntime() {
+  Stop();
+}
 
 void FakeRuntime::Start() {
   service_ = std::make_unique<Service>(*counters_);

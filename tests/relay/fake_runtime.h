@@ -23,9 +23,9 @@ class FakeRuntime {
 
   struct Counters {
     std::atomic<int> calls{0};
-    std::atomic<int> cancelled{0};           // Hang calls that saw the client cancel
+    std::atomic<int> cancelled{0};             // Hang calls that saw the client cancel
     std::atomic<long long> streamed_bytes{0};  // payload written by ServerStream so far
-    std::atomic<int> last_metadata_seen{0};  // 1 when the last Unary carried x-test-meta
+    std::atomic<int> last_metadata_seen{0};    // 1 when the last Unary carried x-test-meta
     std::atomic<long long> last_deadline_ms{-1};
   };
   Counters& counters() { return *counters_; }

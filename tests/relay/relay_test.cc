@@ -1,9 +1,9 @@
 // The relay between a real gRPC C++ client and a real gRPC C++ server (the fake runtime), over
 // unix sockets: every shape of call, metadata, deadlines, cancellation, large messages, errors,
 // a runtime that is down or goes away, and clients that misbehave.
-#include <gtest/gtest.h>
-#include <grpcpp/grpcpp.h>
 #include <fcntl.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sys/resource.h>
@@ -12,13 +12,13 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <optional>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <future>
-#include <vector>
+#include <optional>
 #include <thread>
+#include <vector>
 
 #include "echo_test.grpc.pb.h"
 #include "fake_runtime.h"
@@ -235,8 +235,7 @@ TEST_F(RelayTest, UnknownMethodGetsTheRuntimesAnswer) {
   grpc::ClientContext context;
   SetDeadline(context, 10s);
   EchoMessage request, reply;
-  EXPECT_EQ(stub->Nothing(&context, request, &reply).error_code(),
-            grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_EQ(stub->Nothing(&context, request, &reply).error_code(), grpc::StatusCode::UNIMPLEMENTED);
 }
 
 TEST_F(RelayTest, ManyConcurrentCallsAllSucceed) {
@@ -509,7 +508,7 @@ TEST_F(RelayTest, PingsAreAnsweredEvenWhenNothingElseIsSent) {
   timeval tv{5, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   std::string out = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-  out += std::string("\0\0\0\x04\0\0\0\0\0", 9);  // empty SETTINGS
+  out += std::string("\0\0\0\x04\0\0\0\0\0", 9);                 // empty SETTINGS
   out += std::string("\0\0\x08\x06\0\0\0\0\0", 9) + "12345678";  // PING
   ASSERT_EQ(write(fd, out.data(), out.size()), static_cast<ssize_t>(out.size()));
   auto start = std::chrono::steady_clock::now();
@@ -530,8 +529,8 @@ TEST(RelayDownTest, RuntimeDownAnswersUnavailableNamingTheSocket) {
   shim::relay::RelayServer server(loop, dir + "/absent.sock", nullptr);
   server.Serve(*fd);
   std::thread thread([&] { loop.Run(); });
-  auto channel = grpc::CreateChannel("unix:" + dir + "/shim.sock",
-                                     grpc::InsecureChannelCredentials());
+  auto channel =
+      grpc::CreateChannel("unix:" + dir + "/shim.sock", grpc::InsecureChannelCredentials());
   auto stub = shimtest::Echo::NewStub(channel);
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + 10s);

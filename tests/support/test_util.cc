@@ -150,5 +150,4 @@ HttpAnswer HttpGet(int port, const std::string& path) {
   return answer;
 }
 
-
 }  // namespace shim::testing

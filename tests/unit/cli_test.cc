@@ -99,9 +99,9 @@ TEST_F(Cli, RewritePrintsCandidatesWithUserButNoPassword) {
 }
 
 TEST_F(Cli, RewriteShowsTheOriginWhenFallbackIsOn) {
-  std::string path =
-      Write("fallback.yaml", "address: registry.company.com\nfallbackToOrigin: true\nstateDir: " +
-                                 dir_ + "/state\n");
+  std::string path = Write(
+      "fallback.yaml",
+      "address: registry.company.com\nfallbackToOrigin: true\nstateDir: " + dir_ + "/state\n");
   Output r = Run("rewrite --file " + path + " busybox");
   EXPECT_EQ(r.code, 0) << r.all();
   EXPECT_EQ(r.out,

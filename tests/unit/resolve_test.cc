@@ -30,8 +30,7 @@ const char* kFile =
     "- address: https://c.example.com/cache\n"
     "timeout: 10m\n";
 
-ConfigInputs Inputs(const std::string& payload,
-                    std::map<std::string, DockerConfig> secrets = {}) {
+ConfigInputs Inputs(const std::string& payload, std::map<std::string, DockerConfig> secrets = {}) {
   ConfigInputs inputs;
   inputs.file_path = "/etc/image-cri-shim.yaml";
   inputs.file_text = kFile;
@@ -84,13 +83,13 @@ TEST(Resolve, AConfigMapThatPromotesTheBackupKeepsItsCredentialsAndListsItOnce) 
 }
 
 TEST(Resolve, ARegistryInBothSourcesAppearsOnceWithTheConfigMapsSettingsWinning) {
-  Resolved r = Resolve(Inputs(
-      "registries:\n"
-      "- address: https://c.example.com/cache\n"
-      "  auth: {username: cm-c, password: cm-pw-c}\n"
-      "- address: https://a.example.com\n"  // the file's primary, again
-      "  prefixes: [quay.io/]\n"
-      "- address: https://d.example.com\n"));
+  Resolved r =
+      Resolve(Inputs("registries:\n"
+                     "- address: https://c.example.com/cache\n"
+                     "  auth: {username: cm-c, password: cm-pw-c}\n"
+                     "- address: https://a.example.com\n"  // the file's primary, again
+                     "  prefixes: [quay.io/]\n"
+                     "- address: https://d.example.com\n"));
   ASSERT_TRUE(r.ok()) << Messages(r);
   EXPECT_EQ(Addresses(*r.config),
             (std::vector<std::string>{"https://a.example.com", "https://c.example.com/cache",
@@ -172,9 +171,9 @@ TEST(Resolve, APrimaryOnlyInTheConfigMapIsEnough) {
 TEST(Resolve, SecretsSupplyCredentialsAndAreNamedAsTheirOrigin) {
   DockerConfig regcred;
   regcred.auths = {{"https://b.example.com/v1/", DockerAuth{"robot-b", "secret-pw-b", ""}}};
-  Resolved r = Resolve(Inputs(
-      "registries:\n- address: https://b.example.com\n  authSecret: regcred\n",
-      {{"regcred", regcred}}));
+  Resolved r =
+      Resolve(Inputs("registries:\n- address: https://b.example.com\n  authSecret: regcred\n",
+                     {{"regcred", regcred}}));
   ASSERT_TRUE(r.ok()) << Messages(r);
   EXPECT_EQ(r.config->registries[1].auth.username, "robot-b");
   EXPECT_EQ(r.origins["registries[0].auth"], "ConfigMap, Secret kube-system/regcred");
@@ -191,9 +190,9 @@ TEST(Resolve, SecretsSupplyCredentialsAndAreNamedAsTheirOrigin) {
       << Messages(unread);
   DockerConfig forbidden;
   forbidden.error = "Secret kube-system/regcred cannot be read (unauthorized)";
-  Resolved denied = Resolve(Inputs(
-      "registries:\n- address: https://b.example.com\n  authSecret: regcred\n",
-      {{"regcred", forbidden}}));
+  Resolved denied =
+      Resolve(Inputs("registries:\n- address: https://b.example.com\n  authSecret: regcred\n",
+                     {{"regcred", forbidden}}));
   ASSERT_FALSE(denied.ok());
   EXPECT_NE(Messages(denied).find("unauthorized"), std::string::npos);
   EXPECT_EQ(Messages(denied).find("file-pw"), std::string::npos);
@@ -274,8 +273,8 @@ TEST_F(StateDirTest, ALinkOrADamagedFileIsRefusedWithoutShowingItsContent) {
   ASSERT_FALSE(linked.ok());
   EXPECT_NE(linked.status().message().find(dir_ + "/configmap.yaml"), std::string::npos);
   // Saving does not write through the link either.
-  EXPECT_FALSE(SaveConfigMapState(dir_, ConfigMapInput{.namespace_ = "a", .name = "b", .key = "c"})
-                   .ok());
+  EXPECT_FALSE(
+      SaveConfigMapState(dir_, ConfigMapInput{.namespace_ = "a", .name = "b", .key = "c"}).ok());
   std::stringstream kept;
   kept << std::ifstream(root_ + "/elsewhere").rdbuf();
   EXPECT_NE(kept.str().find("secret-pw"), std::string::npos);
