@@ -195,8 +195,10 @@ ProbeResult ProbeRegistry(const config::Registry& registry, bool check_credentia
           "credential check answered HTTP " + std::to_string(with.status)};
 }
 
-Prober::Prober(RegistryHealth& health, const config::ConfigStore& store)
-    : health_(health), store_(store) {}
+Prober::Prober(RegistryHealth& health, const config::ConfigStore& store, ProbeFunction probe)
+    : health_(health), store_(store), probe_(std::move(probe)) {
+  if (!probe_) probe_ = [](const config::Registry& r) { return ProbeRegistry(r, false); };
+}
 
 Prober::~Prober() {
   Stop();
@@ -226,7 +228,7 @@ void Prober::Loop() {
       if (stop_) return;
       for (const auto& r : config->registries) {
         if (r.address != address) continue;
-        ProbeResult result = ProbeRegistry(r, false);
+        ProbeResult result = probe_(r);
         if (result.state == ProbeResult::State::kUp) {
           health_.MarkUp(address);
         } else {

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <string>
 #include <thread>
 
@@ -29,7 +30,11 @@ ProbeResult ProbeRegistry(const config::Registry& registry, bool check_credentia
 // marks it up or backs off. Registries no longer configured are forgotten.
 class Prober {
  public:
-  Prober(RegistryHealth& health, const config::ConfigStore& store);
+  // How one registry is probed (the seam for tests); by default ProbeRegistry without a
+  // credential check. Called on the prober's thread.
+  using ProbeFunction = std::function<ProbeResult(const config::Registry&)>;
+
+  Prober(RegistryHealth& health, const config::ConfigStore& store, ProbeFunction probe = {});
   ~Prober();
   void Start();
   void Stop();
@@ -39,6 +44,7 @@ class Prober {
 
   RegistryHealth& health_;
   const config::ConfigStore& store_;
+  ProbeFunction probe_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };

@@ -1,18 +1,25 @@
 // ProbeRegistry's handling of a registry's `ca` file it cannot read: the probe fails with the
 // path and the system's reason (instead of probing with another trust than the configured one),
-// and the failure is logged once per registry and reason, not at every probe.
+// and the failure is logged once per registry and reason, not at every probe. And the prober's
+// loop, through its probe seam: only down registries are probed, with backoff, until they
+// answer; a registry no longer configured is forgotten; Stop returns at once.
 #include <gtest/gtest.h>
 #include <spdlog/spdlog.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 
+#include "config/store.h"
 #include "log_capture.h"
 #include "registry/prober.h"
 
@@ -97,6 +104,88 @@ TEST_F(ProberCa, NoCaIsReadWhenVerificationIsOff) {
   ProbeResult result = Probe();
   EXPECT_EQ(result.detail.find("cannot read"), std::string::npos) << result.detail;
   EXPECT_EQ(Count(capture_->Text(), "cannot read the CA file"), 0u) << capture_->Text();
+}
+
+// --- the loop ---
+
+config::Registry Named(const std::string& host) {
+  config::Registry r;
+  r.address = "https://" + host;
+  r.scheme = "https";
+  r.host = host;
+  return r;
+}
+
+class ProberLoop : public ::testing::Test {
+ protected:
+  ProberLoop()
+      : health_(clock_, BackoffPolicy{20ms, 80ms, 0.0}),
+        store_(std::make_shared<config::Config>(Config({"a.example.com", "b.example.com"}))) {}
+
+  static config::Config Config(const std::vector<std::string>& hosts) {
+    config::Config c;
+    for (const auto& h : hosts) c.registries.push_back(Named(h));
+    return c;
+  }
+
+  // Answers "down" to the first `failures` probes of each registry, then "up".
+  Prober::ProbeFunction Fake(int failures) {
+    return [this, failures](const config::Registry& r) {
+      std::lock_guard lock(mutex_);
+      int n = ++probes_[r.address];
+      ProbeResult result;
+      result.state = n > failures ? ProbeResult::State::kUp : ProbeResult::State::kDown;
+      result.detail = "fake: probe " + std::to_string(n);
+      return result;
+    };
+  }
+  int Probes(const std::string& address) {
+    std::lock_guard lock(mutex_);
+    return probes_[address];
+  }
+  bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds timeout = 5s) {
+    auto until = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < until) {
+      if (done()) return true;
+      std::this_thread::sleep_for(5ms);
+    }
+    return done();
+  }
+
+  SystemClock clock_;
+  RegistryHealth health_;
+  config::ConfigStore store_;
+  std::mutex mutex_;
+  std::map<std::string, int> probes_;
+};
+
+TEST_F(ProberLoop, OnlyADownRegistryIsProbedUntilItAnswers) {
+  Prober prober(health_, store_, Fake(/*failures=*/2));
+  prober.Start();
+  health_.MarkDown("https://a.example.com", "refused");
+  ASSERT_TRUE(WaitFor([&] { return !health_.IsDown("https://a.example.com"); }));
+  EXPECT_EQ(Probes("https://a.example.com"), 3) << "two failures with backoff, then up";
+  std::this_thread::sleep_for(150ms);  // longer than the largest backoff: no probe comes
+  EXPECT_EQ(Probes("https://a.example.com"), 3) << "an up registry is never probed";
+  EXPECT_EQ(Probes("https://b.example.com"), 0) << "a healthy registry is never probed";
+  prober.Stop();
+}
+
+TEST_F(ProberLoop, ARegistryNoLongerConfiguredIsForgottenAndStopIsPrompt) {
+  Prober prober(health_, store_, Fake(/*failures=*/1000));
+  prober.Start();
+  health_.MarkDown("https://b.example.com", "refused");
+  ASSERT_TRUE(WaitFor([&] { return Probes("https://b.example.com") >= 2; }));
+  store_.Swap(std::make_shared<config::Config>(Config({"a.example.com"})));
+  health_.Wake();
+  ASSERT_TRUE(WaitFor([&] { return !health_.IsDown("https://b.example.com"); }))
+      << "forgotten once it left the configuration";
+  int probes = Probes("https://b.example.com");
+  std::this_thread::sleep_for(150ms);
+  EXPECT_EQ(Probes("https://b.example.com"), probes);
+  auto start = std::chrono::steady_clock::now();
+  prober.Stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1s);
 }
 
 }  // namespace
