@@ -45,7 +45,10 @@ class SilentServer {
     thread_ = std::thread([this] {
       while (!stop_) {
         int c = accept(fd_, nullptr, nullptr);
-        if (c >= 0) held_.push_back(c);
+        if (c >= 0) {
+          held_.push_back(c);
+          ++held_count_;
+        }
       }
     });
   }
@@ -57,12 +60,15 @@ class SilentServer {
     for (int c : held_) close(c);
   }
   int port() const { return port_; }
+  // Connections accepted so far (a caller is waiting on this server).
+  int held() const { return held_count_; }
 
  private:
   int fd_ = -1;
   int port_ = 0;
   std::atomic<bool> stop_{false};
   std::vector<int> held_;
+  std::atomic<int> held_count_{0};
   std::thread thread_;
 };
 
@@ -291,6 +297,52 @@ TEST_F(FailoverE2E, ShimTimeoutBoundsAHangingPull) {
   EXPECT_NE(status.error_message().find("timeout"), std::string::npos);
   EXPECT_GE(took, 1900ms);
   EXPECT_LT(took, 8s);
+}
+
+// A reload in the middle of a pull changes nothing for that pull: its candidates, the registries
+// it marks down or up and the labels of its metrics all come from the configuration it started
+// with. The reload swaps the two registries, so a pull that read the new configuration for its
+// second candidate would credit the hanging registry with the backup's success.
+TEST_F(FailoverE2E, AReloadDuringAPullChangesNothingForThatPull) {
+  auto backup_image = PushImage(*backup_, "library/fo-reload:1");
+  auto silent = std::make_unique<SilentServer>();
+  const std::string hanging = "https://registry-c.test:" + std::to_string(silent->port());
+  const int metrics_port = FreeLoopbackPort();
+  const std::string metrics = "metricsAddress: 127.0.0.1:" + std::to_string(metrics_port) + "\n";
+  StartShim(hanging, "", "reloadInterval: 1h\n" + metrics);
+
+  grpc::Status status;
+  std::string ref;
+  std::thread puller([&] { status = client_->PullImage("fo-reload:1", nullptr, &ref); });
+  // containerd is inside the first candidate: connected to the registry that never answers.
+  bool waiting = WaitUntil([&] { return silent->held() > 0; }, 20s, 20ms);
+  if (waiting) {
+    // The backup first, the hanging registry second: the opposite order, by rename.
+    std::string swapped = "shim: " + dir_->File("shim.sock") + "\ncri: " + containerd_->Socket() +
+                          "\naddress: " + backup_->Address() +
+                          "\nauth: \"user-b:pw-B-q8w2e\"\nregistries:\n- address: " + hanging +
+                          "\nconfigMap:\n  enabled: false\nreloadInterval: 1h\n" + metrics;
+    WriteFile(dir_->File("config.yaml.new"), swapped, 0600);
+    std::rename(dir_->File("config.yaml.new").c_str(), dir_->File("config.yaml").c_str());
+    waiting = WaitUntil([&] { return CountLog("config reloaded source=file") == 1; }, 10s, 20ms);
+  }
+  silent.reset();  // the first candidate fails now: the pull goes on to the backup
+  puller.join();
+  ASSERT_TRUE(waiting) << "the pull never reached the hanging registry, or no reload\n"
+                       << shim_->Log();
+  ASSERT_TRUE(status.ok()) << Describe(status) << "\n" << shim_->Log();
+  EXPECT_EQ(ref, backup_image.image_id);
+  EXPECT_TRUE(StoredAs(backup_->ImageName("library/fo-reload:1")));
+  HttpAnswer scrape = HttpGet(metrics_port, "/metrics");
+  EXPECT_NE(scrape.body.find("image_cri_shim_pulls_total{registry=\"" + backup_->Address() +
+                             "\",result=\"ok\"} 1"),
+            std::string::npos)
+      << scrape.error << scrape.body;
+  EXPECT_EQ(
+      scrape.body.find("image_cri_shim_pulls_total{registry=\"" + hanging + "\",result=\"ok\"}"),
+      std::string::npos)
+      << "the backup's success was credited to the hanging registry\n"
+      << scrape.body;
 }
 
 TEST_F(FailoverE2E, DryRunProbesEveryRegistry) {
