@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "image/reference.h"
+#include "util/file.h"
 
 namespace shim::config {
 namespace {
@@ -585,36 +586,13 @@ LoadResult ParseConfig(const std::string& yaml_text, const std::string& source,
 }
 
 LoadResult LoadConfigFile(const std::string& path) {
-  LoadResult result;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    result.errors.push_back(path + ": cannot read the configuration file: " + std::strerror(errno) +
-                            " (choose another with --file)");
+  StatusOr<std::string> text = util::ReadWholeFile(path, 16 << 20, util::FileRule::kRegularFile);
+  if (!text.ok()) {
+    LoadResult result;
+    result.errors.push_back(text.status().message() + " (choose another with --file)");
     return result;
   }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    result.errors.push_back(path + ": cannot read the configuration file: not a regular file");
-    return result;
-  }
-  std::string text;
-  char buffer[8192];
-  while (true) {
-    ssize_t n = ::read(fd, buffer, sizeof buffer);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int saved = errno;
-      ::close(fd);
-      result.errors.push_back(path +
-                              ": cannot read the configuration file: " + std::strerror(saved));
-      return result;
-    }
-    if (n == 0) break;
-    text.append(buffer, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  return ParseConfig(text, path);
+  return ParseConfig(*text, path);
 }
 
 std::string NormaliseHostPort(std::string_view hostport, std::string_view scheme) {

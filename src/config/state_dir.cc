@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "config/writer.h"
+#include "util/file.h"
 
 namespace shim::config {
 namespace {
@@ -63,33 +64,16 @@ Status SaveConfigMapState(const std::string& state_dir, const ConfigMapInput& in
 
 StatusOr<std::optional<ConfigMapInput>> LoadConfigMapState(const std::string& state_dir) {
   std::string path = PathIn(state_dir);
-  // O_NOFOLLOW: a link planted at the name is refused, never read through.
-  int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT) return std::optional<ConfigMapInput>();
-    return Status::Error(path + ": cannot read the saved ConfigMap state: " + std::strerror(errno) +
-                         " (remove it; the shim writes it again)");
-  }
   struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return Status::Error(path + ": the saved ConfigMap state is not a regular file (remove it)");
+  if (::lstat(path.c_str(), &st) != 0 && errno == ENOENT) return std::optional<ConfigMapInput>();
+  // Never through a link: the shim runs as root and the file holds passwords.
+  StatusOr<std::string> read =
+      util::ReadWholeFile(path, 16 << 20, util::FileRule::kRegularFileNoLink);
+  if (!read.ok()) {
+    return Status::Error(read.status().message() +
+                         " (the saved ConfigMap state: remove it, the shim writes it again)");
   }
-  std::string text;
-  char buffer[8192];
-  while (true) {
-    ssize_t n = ::read(fd, buffer, sizeof buffer);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int saved = errno;
-      ::close(fd);
-      return Status::Error(path +
-                           ": cannot read the saved ConfigMap state: " + std::strerror(saved));
-    }
-    if (n == 0) break;
-    text.append(buffer, static_cast<size_t>(n));
-  }
-  ::close(fd);
+  const std::string& text = *read;
   // The file holds passwords: no message quotes its content.
   auto damaged = [&](const std::string& why) {
     return Status::Error(path + ": the saved ConfigMap state is damaged (" + why +

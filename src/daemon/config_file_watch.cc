@@ -11,6 +11,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "util/file.h"
 #include "util/log.h"
 
 namespace shim::daemon {
@@ -68,32 +69,12 @@ bool ConfigFileWatch::TakeDue(Clock::time_point now) {
 }
 
 std::optional<std::string> ConfigFileWatch::Read(const std::string& path, std::string* error) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    *error = path + ": cannot read the configuration file: " + std::strerror(errno);
+  StatusOr<std::string> text = util::ReadWholeFile(path, 16 << 20, util::FileRule::kRegularFile);
+  if (!text.ok()) {
+    *error = text.status().message();
     return std::nullopt;
   }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    *error = path + ": cannot read the configuration file: not a regular file";
-    return std::nullopt;
-  }
-  std::string text;
-  char buffer[8192];
-  while (true) {
-    ssize_t n = ::read(fd, buffer, sizeof buffer);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      *error = path + ": cannot read the configuration file: " + std::strerror(errno);
-      ::close(fd);
-      return std::nullopt;
-    }
-    if (n == 0) break;
-    text.append(buffer, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  return text;
+  return std::move(*text);
 }
 
 }  // namespace shim::daemon
