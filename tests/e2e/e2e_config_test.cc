@@ -104,6 +104,11 @@ class ConfigE2E : public ::testing::Test {
 
   void StartShim(const std::string& local, const std::string& time_scale = "0.05") {
     WriteFile(path_, local, 0644);
+    LaunchShim(time_scale);
+  }
+
+  // Starts the shim on the file as it is (a restart keeps what the last one left).
+  void LaunchShim(const std::string& time_scale) {
     shim_ = std::make_unique<ShimProcess>(
         ShimOptions{.config_path = path_,
                     .socket_path = dir_->File("shim.sock"),
@@ -218,15 +223,7 @@ TEST_F(ConfigE2E, ARestartWithTheApiServerDownServesTheLastSyncedConfigMap) {
   api_->Stop();
   // Restarted while the API server is down: the first pull already goes to B.
   std::string file = ReadFile(path_);
-  shim_ =
-      std::make_unique<ShimProcess>(ShimOptions{.config_path = path_,
-                                                .socket_path = dir_->File("shim.sock"),
-                                                .debug = true,
-                                                .env = {{"KUBECONFIG", dir_->File("kubeconfig")},
-                                                        {"HOME", dir_->path()},
-                                                        {"SHIM_KUBE_TIME_SCALE", "0.05"}}});
-  shim_->Start();
-  client_ = std::make_unique<CriClient>(shim_->Socket());
+  LaunchShim("0.05");
   EXPECT_EQ(Pull(), id_b_) << shim_->Log();
   EXPECT_TRUE(LogHas("serving the last synced ConfigMap from the state directory")) << shim_->Log();
   EXPECT_TRUE(LogHas("ConfigMap sync: unreachable")) << shim_->Log();

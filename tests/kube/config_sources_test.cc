@@ -111,6 +111,17 @@ class ConfigSourcesTest : public ::testing::Test {
   }
 
   std::string StateDir() const { return dir_->File("state"); }
+  std::string SavedState() const { return ReadFileIfExists(StateDir() + "/configmap.yaml"); }
+
+  // The ConfigMap says kPayload; the sources have applied it and kept it in the state directory.
+  void StartWithThePayloadKept() {
+    server_->SetData({{"registries.yaml", kPayload}});
+    server_->Start();
+    StartSources(Local());
+    ASSERT_TRUE(WaitForPrimary("https://registry.company.com")) << Log();
+    ASSERT_TRUE(
+        WaitUntil([&] { return SavedState().find("cm-secret-pw-1") != std::string::npos; }, 5s));
+  }
   // A local file with the test's own state directory: never the machine's
   // /var/lib/image-cri-shim, whatever the test writes.
   std::string Local(const std::string& extra = "") const {
@@ -251,16 +262,7 @@ TEST_F(ConfigSourcesTest, ALiveChangeAppliesWithinTwoSeconds) {
 }
 
 TEST_F(ConfigSourcesTest, AnInvalidPayloadIsRejectedAndAnInPlaceEditStillApplies) {
-  server_->SetData({{"registries.yaml", kPayload}});
-  server_->Start();
-  StartSources(Local());
-  ASSERT_TRUE(WaitForPrimary("https://registry.company.com")) << Log();
-  ASSERT_TRUE(WaitUntil(
-      [&] {
-        return ReadFileIfExists(StateDir() + "/configmap.yaml").find("cm-secret-pw-1") !=
-               std::string::npos;
-      },
-      5s));
+  StartWithThePayloadKept();
   std::string state_before = ReadFile(StateDir() + "/configmap.yaml");
   config::ConfigPtr running = Current();
 
@@ -348,16 +350,7 @@ TEST_F(ConfigSourcesTest, AConfigMapThatPromotesTheFilesBackupIsAppliedWithItsCr
 }
 
 TEST_F(ConfigSourcesTest, ARestartWithTheApiServerDownServesTheLastSyncedConfigMap) {
-  server_->SetData({{"registries.yaml", kPayload}});
-  server_->Start();
-  StartSources(Local());
-  ASSERT_TRUE(WaitForPrimary("https://registry.company.com")) << Log();
-  ASSERT_TRUE(WaitUntil(
-      [&] {
-        return ReadFileIfExists(StateDir() + "/configmap.yaml").find("cm-secret-pw-1") !=
-               std::string::npos;
-      },
-      5s));
+  StartWithThePayloadKept();
   sources_->Stop();
   sources_.reset();
   server_->Stop();
