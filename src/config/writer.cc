@@ -154,6 +154,13 @@ Status EnsurePrivateDirectory(const std::string& path) {
   Status result;
   if (::fstat(fd, &st) != 0) {
     result = Status::Error("cannot inspect the directory " + path + ": " + ErrnoText(errno));
+  } else if (st.st_uid != ::geteuid()) {
+    // Its owner could read or replace what the shim keeps there, whatever the mode says.
+    result =
+        Status::Error("the directory " + path + " belongs to uid " + std::to_string(st.st_uid) +
+                      ", not to this process (uid " + std::to_string(::geteuid()) +
+                      "); the shim keeps private files only in its own directory: chown it "
+                      "or choose another path");
   } else if ((st.st_mode & 07077) != 0 && ::fchmod(fd, 0700) != 0) {
     result = Status::Error("cannot make the directory " + path +
                            " private (mode 0700): " + ErrnoText(errno));

@@ -24,8 +24,9 @@ Status WriteFileAtomically(const std::string& path, std::string_view content, mo
 
 // Makes `path` a directory only its owner can enter: creates it with mode 0700 if missing (its
 // parent must exist: only the last component is created), or checks that the existing one is
-// a real directory (a symbolic link is refused) and tightens its mode to 0700 if group or
-// others have any access. Errors name the path and the system's reason.
+// a real directory owned by this process's user (a symbolic link, or a directory of another
+// owner, is refused) and tightens its mode to 0700 if group or others have any access. Errors name
+// the path and the system's reason.
 Status EnsurePrivateDirectory(const std::string& path);
 
 }  // namespace shim::config

@@ -556,6 +556,21 @@ TEST_F(PrivateDirectory, ASymbolicLinkIsRefusedAndItsTargetLeftAlone) {
   EXPECT_EQ(ModeOf(real), 0755u);
 }
 
+TEST_F(PrivateDirectory, ADirectoryOfAnotherOwnerIsRefusedAndLeftAlone) {
+  std::string path = dir_ + "/theirs";
+  ASSERT_EQ(::mkdir(path.c_str(), 0755), 0);
+  ASSERT_EQ(::chmod(path.c_str(), 0755), 0);
+  // The tests run as root (CI): give the directory to another user.
+  ASSERT_EQ(::chown(path.c_str(), ::geteuid() + 4242, static_cast<gid_t>(-1)), 0)
+      << std::strerror(errno);
+  Status status = config::EnsurePrivateDirectory(path);
+  ASSERT_FALSE(status.ok());
+  EXPECT_NE(status.message().find(path + " belongs to uid " + std::to_string(::geteuid() + 4242)),
+            std::string::npos)
+      << status.message();
+  EXPECT_EQ(ModeOf(path), 0755u) << "not chmodded for another owner";
+}
+
 TEST_F(PrivateDirectory, AFileIsRefused) {
   std::string path = Write("secrets", "x");
   Status status = config::EnsurePrivateDirectory(path);
