@@ -165,7 +165,7 @@ MergeResult Merge(const LoadResult& local, const std::string& local_source,
     }
     merged.registries.push_back(std::move(registry));
   }
-  if (merged.registries.empty() || (!map.has_primary && !file.has_primary)) {
+  if (!map.has_primary && !file.has_primary) {
     out.errors.push_back(local_source + ": address: missing" +
                          (payload.loaded != nullptr ? " here and in " + payload_source : "") +
                          ": the primary registry is required (e.g. "

@@ -1,8 +1,7 @@
 #include "config/state_dir.h"
 
-#include <fcntl.h>
 #include <sys/stat.h>
-#include <unistd.h>
+#include <unistd.h>  // unlink
 #include <yaml-cpp/yaml.h>
 
 #include <cerrno>

@@ -1,8 +1,6 @@
 #include "daemon/config_file_watch.h"
 
-#include <fcntl.h>
 #include <sys/inotify.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>

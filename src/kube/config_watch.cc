@@ -19,9 +19,13 @@ struct ConfigMapWatch::SecretView {
 
 ConfigMapWatch::ConfigMapWatch(const config::KubeSync& settings, const DiscoveryEnv& discovery,
                                double time_scale, OnInput on_input)
-    : settings_(settings), time_scale_(time_scale), on_input_(std::move(on_input)) {
-  std::string name =
-      "ConfigMap " + settings_.namespace_ + "/" + settings_.name + " key " + settings_.key;
+    : settings_(settings),
+      // One wording of the ConfigMap's name, config::ConfigMapInput's.
+      name_(config::ConfigMapInput{
+          .namespace_ = settings.namespace_, .name = settings.name, .key = settings.key}
+                .Describe()),
+      time_scale_(time_scale),
+      on_input_(std::move(on_input)) {
   if (!settings_.enabled) {
     spdlog::info("ConfigMap sync is off (configMap.enabled: false)");
     status_.sync_state = "disabled";
@@ -39,7 +43,7 @@ ConfigMapWatch::ConfigMapWatch(const config::KubeSync& settings, const Discovery
   }
   status_.credentials = found.credentials->Describe();
   status_.sync_state = SyncStateName(SyncState::kStarting);
-  spdlog::info("ConfigMap sync starting configmap={} credentials=\"{}\"", name,
+  spdlog::info("ConfigMap sync starting configmap={} credentials=\"{}\"", name_,
                status_.credentials);
   // No wait hooks: the owner's thread never blocks in the client; it polls it.
   client_ = MakeApiClient(*found.credentials);
@@ -234,24 +238,23 @@ void ConfigMapWatch::OnSyncState(SyncState state, const std::string& detail) {
     return;
   }
   logged_state_ = state;
-  std::string name =
-      "ConfigMap " + settings_.namespace_ + "/" + settings_.name + " key " + settings_.key;
   switch (state) {
     case SyncState::kSynced:
-      spdlog::info("ConfigMap sync: reading and watching configmap={} detail=\"{}\"", name, detail);
+      spdlog::info("ConfigMap sync: reading and watching configmap={} detail=\"{}\"", name_,
+                   detail);
       break;
     case SyncState::kKeyAbsent:
     case SyncState::kAbsent:
       spdlog::info(
           "ConfigMap sync: {} absent, the local configuration serves; watching for it "
           "configmap={} detail=\"{}\"",
-          state == SyncState::kAbsent ? "ConfigMap" : "key", name, detail);
+          state == SyncState::kAbsent ? "ConfigMap" : "key", name_, detail);
       break;
     default:
       spdlog::warn(
           "ConfigMap sync: {}, the last synced ConfigMap (if any) and the local configuration "
           "serve; retrying with backoff configmap={} detail=\"{}\"",
-          SyncStateName(state), name, detail);
+          SyncStateName(state), name_, detail);
       break;
   }
 }

@@ -81,6 +81,7 @@ class ConfigMapWatch {
   SyncOptions Timing() const;
 
   config::KubeSync settings_;
+  std::string name_;  // "ConfigMap ns/name key k", for the log
   double time_scale_;
   OnInput on_input_;
   SecretCallback on_secret_;
