@@ -93,15 +93,12 @@ std::optional<config::ConfigMapInput> ReadConfigMapInput(const config::Config& n
   auto saved = [&]() -> std::optional<config::ConfigMapInput> {
     if (node.state_dir.empty()) return std::nullopt;
     StatusOr<std::optional<config::ConfigMapInput>> state =
-        config::LoadConfigMapState(node.state_dir);
+        config::LoadConfigMapStateFor(node.state_dir, settings);
     if (!state.ok()) {
       out << "  saved ConfigMap state: " << state.status().message() << "\n";
       return std::nullopt;
     }
-    if (!*state || (*state)->namespace_ != settings.namespace_ || (*state)->name != settings.name ||
-        (*state)->key != settings.key) {
-      return std::nullopt;
-    }
+    if (!*state) return std::nullopt;
     out << "  the last synced ConfigMap, saved in " << node.state_dir
         << ", serves until the API server answers\n";
     return **state;
@@ -139,10 +136,7 @@ std::optional<config::ConfigMapInput> ReadConfigMapInput(const config::Config& n
       return saved();
   }
   if (!read.payload) return std::nullopt;
-  config::ConfigMapInput input;
-  input.namespace_ = settings.namespace_;
-  input.name = settings.name;
-  input.key = settings.key;
+  config::ConfigMapInput input = config::ConfigMapInput::For(settings);
   input.payload = *read.payload;
   input.secrets = ReadSecrets(*api, settings, *read.payload, out);
   return input;

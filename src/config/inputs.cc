@@ -247,6 +247,15 @@ SecretAuth SecretAuthFor(const DockerConfig& config, const std::string& name,
   return out;
 }
 
+ConfigMapInput ConfigMapInput::For(const KubeSync& settings) {
+  return ConfigMapInput{
+      .namespace_ = settings.namespace_, .name = settings.name, .key = settings.key};
+}
+
+bool ConfigMapInput::IsFor(const KubeSync& settings) const {
+  return namespace_ == settings.namespace_ && name == settings.name && key == settings.key;
+}
+
 std::string ConfigMapInput::Describe() const {
   return "ConfigMap " + namespace_ + "/" + name + " key " + key;
 }

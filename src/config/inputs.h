@@ -54,6 +54,11 @@ struct ConfigMapInput {
   std::map<std::string, DockerConfig> secrets = {};
   bool operator==(const ConfigMapInput&) const = default;
 
+  // The input of the ConfigMap `settings` name, with no payload yet.
+  static ConfigMapInput For(const KubeSync& settings);
+  // Whether this is the input of the ConfigMap `settings` name (one saved for another ConfigMap
+  // no longer applies).
+  bool IsFor(const KubeSync& settings) const;
   // "ConfigMap kube-system/image-cri-shim key registries.yaml": how messages name it.
   std::string Describe() const;
 };

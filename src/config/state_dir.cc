@@ -114,6 +114,13 @@ StatusOr<std::optional<ConfigMapInput>> LoadConfigMapState(const std::string& st
   }
 }
 
+StatusOr<std::optional<ConfigMapInput>> LoadConfigMapStateFor(const std::string& state_dir,
+                                                              const KubeSync& settings) {
+  StatusOr<std::optional<ConfigMapInput>> saved = LoadConfigMapState(state_dir);
+  if (saved.ok() && *saved && !(*saved)->IsFor(settings)) return std::optional<ConfigMapInput>();
+  return saved;
+}
+
 Status ClearConfigMapState(const std::string& state_dir) {
   std::string path = PathIn(state_dir);
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) {

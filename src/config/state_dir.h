@@ -24,6 +24,11 @@ Status SaveConfigMapState(const std::string& state_dir, const ConfigMapInput& in
 // damaged file is an error naming it; the caller goes on without it.
 StatusOr<std::optional<ConfigMapInput>> LoadConfigMapState(const std::string& state_dir);
 
+// The input saved for the ConfigMap `settings` name: nullopt when nothing was saved, or it was
+// saved for another ConfigMap (a changed configMap key).
+StatusOr<std::optional<ConfigMapInput>> LoadConfigMapStateFor(const std::string& state_dir,
+                                                              const KubeSync& settings);
+
 // Removes what was saved (the ConfigMap was deleted: it no longer applies). Missing is fine.
 Status ClearConfigMapState(const std::string& state_dir);
 

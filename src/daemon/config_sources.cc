@@ -43,13 +43,6 @@ double TimeScale(double option) {
   return 1.0;
 }
 
-// Whether `saved` is the input of the ConfigMap `settings` name (a changed configMap key makes
-// what was saved for another one irrelevant).
-bool SameConfigMap(const config::ConfigMapInput& saved, const config::KubeSync& settings) {
-  return saved.namespace_ == settings.namespace_ && saved.name == settings.name &&
-         saved.key == settings.key;
-}
-
 }  // namespace
 
 StartupConfig ResolveAtStart(const std::string& config_path, bool announce) {
@@ -63,10 +56,10 @@ StartupConfig ResolveAtStart(const std::string& config_path, bool announce) {
       config::ParseConfig(inputs.file_text, config_path, config::ParseOptions{.partial = true});
   if (text && node.ok() && node.config->kube.enabled && !node.config->state_dir.empty()) {
     StatusOr<std::optional<config::ConfigMapInput>> saved =
-        config::LoadConfigMapState(node.config->state_dir);
+        config::LoadConfigMapStateFor(node.config->state_dir, node.config->kube);
     if (!saved.ok()) {
       spdlog::warn("saved ConfigMap state ignored error={}", log::Quoted(saved.status().message()));
-    } else if (*saved && SameConfigMap(**saved, node.config->kube)) {
+    } else if (*saved) {
       inputs.configmap = **saved;
       config::Resolved merged = config::Resolve(inputs);
       if (merged.ok()) {

@@ -20,10 +20,7 @@ struct ConfigMapWatch::SecretView {
 ConfigMapWatch::ConfigMapWatch(const config::KubeSync& settings, const DiscoveryEnv& discovery,
                                double time_scale, OnInput on_input)
     : settings_(settings),
-      // One wording of the ConfigMap's name, config::ConfigMapInput's.
-      name_(config::ConfigMapInput{
-          .namespace_ = settings.namespace_, .name = settings.name, .key = settings.key}
-                .Describe()),
+      name_(config::ConfigMapInput::For(settings).Describe()),
       time_scale_(time_scale),
       on_input_(std::move(on_input)) {
   if (!settings_.enabled) {
@@ -205,10 +202,7 @@ void ConfigMapWatch::Deliver() {
   if (!received_) return;
   std::optional<config::ConfigMapInput> input;
   if (payload_) {
-    input.emplace();
-    input->namespace_ = settings_.namespace_;
-    input->name = settings_.name;
-    input->key = settings_.key;
+    input = config::ConfigMapInput::For(settings_);
     input->payload = *payload_;
     for (const std::string& name : config::ReferencedSecrets(*payload_)) {
       auto it = secrets_.find(name);

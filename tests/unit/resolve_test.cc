@@ -265,6 +265,21 @@ TEST_F(StateDirTest, ARoundTripGivesTheSameInputInA0700DirectoryAnd0600File) {
   EXPECT_TRUE(ClearConfigMapState(dir_).ok()) << "clearing twice is fine";
 }
 
+TEST_F(StateDirTest, WhatWasSavedForAnotherConfigMapDoesNotApply) {
+  KubeSync settings;  // kube-system/image-cri-shim key registries.yaml
+  ConfigMapInput input = ConfigMapInput::For(settings);
+  input.payload = "debug: true\n";
+  ASSERT_TRUE(SaveConfigMapState(dir_, input).ok());
+  StatusOr<std::optional<ConfigMapInput>> same = LoadConfigMapStateFor(dir_, settings);
+  ASSERT_TRUE(same.ok());
+  ASSERT_TRUE(same->has_value());
+  EXPECT_EQ(**same, input);
+  settings.key = "other.yaml";
+  StatusOr<std::optional<ConfigMapInput>> other = LoadConfigMapStateFor(dir_, settings);
+  ASSERT_TRUE(other.ok());
+  EXPECT_FALSE(other->has_value());
+}
+
 TEST_F(StateDirTest, ALinkOrADamagedFileIsRefusedWithoutShowingItsContent) {
   ASSERT_EQ(::mkdir(dir_.c_str(), 0700), 0);
   std::ofstream(root_ + "/elsewhere") << "version: 1\nname: x\npayload: \"secret-pw\"\n";
