@@ -2,8 +2,9 @@
 // Input: "<local file>\n%%%%\n<payload>", or a payload alone merged with a fixed local file.
 // Properties: never throws, never crashes; an accepted merge keeps the node's own keys (shim,
 // cri, configMap, metricsAddress, stateDir) from the local file, lists each registry once,
-// gives every value an origin that ToMaskedYaml can print, and is a function of its inputs
-// (resolving the same inputs again gives the same configuration).
+// takes `imageNames` and `pin` whole from one source (the payload's when it sets them, else the
+// file's), gives every value an origin that ToMaskedYaml can print, and is a function of its
+// inputs (resolving the same inputs again gives the same configuration).
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -25,6 +26,8 @@ registries:
     auth: "backup:backup-password"
     prefixes: [quay.io/, docker.io/team/]
 timeout: 10m
+imageNames: registry
+pin: [registry.k8s.io/pause, docker.io/team/base/]
 configMap:
   namespace: fuzz-system
   name: fuzz-shim
@@ -64,6 +67,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FUZZ_CHECK(c.shim_socket == l.shim_socket && c.cri_socket == l.cri_socket && c.kube == l.kube &&
                    c.metrics == l.metrics && c.state_dir == l.state_dir,
                "the payload changed a node key");
+    // `imageNames` and `pin` are the payload's or the file's, never a mix.
+    auto from_payload = [&](const char* key) {
+      auto origin = merged.origins.find(key);
+      return origin != merged.origins.end() && origin->second == "ConfigMap";
+    };
+    FUZZ_CHECK(from_payload("imageNames") || c.image_names == l.image_names,
+               "imageNames is neither the payload's nor the file's");
+    FUZZ_CHECK(from_payload("pin") || c.pin == l.pin,
+               "pin is neither the payload's nor the file's");
   }
   FUZZ_CHECK(!c.registries.empty(), "accepted without a primary registry");
   for (size_t i = 0; i < c.registries.size(); ++i) {

@@ -8,6 +8,7 @@
 //   sealos:   {address: URL, auth: {username: U, password: P}}   # the primary registry
 //   registries: [{address: URL, auth: {username: U, password: P}, prefixes: [...], ...}]
 //   reloadInterval: "60s"   force: true   debug: false   timeout: "20m"   fallbackToOrigin: false
+//   imageNames: requested   pin: [registry.k8s.io/pause, ...]
 //
 // and also the local file's own forms (`address` and `auth: "user:password"` at the top,
 // `auth: "user:password"` in a registry).

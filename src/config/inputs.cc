@@ -10,7 +10,8 @@
 namespace shim::config {
 namespace {
 
-// The keys a payload may set that map onto one member of Config each.
+// The keys a payload may set that map onto one member of Config each; the payload's value
+// replaces the file's.
 struct ScalarKey {
   const char* key;
   std::function<void(Config& into, const Config& from)> copy;
@@ -23,6 +24,9 @@ const std::vector<ScalarKey>& ScalarKeys() {
       {"reloadInterval", [](Config& d, const Config& s) { d.reload_interval = s.reload_interval; }},
       {"fallbackToOrigin",
        [](Config& d, const Config& s) { d.fallback_to_origin = s.fallback_to_origin; }},
+      {"imageNames", [](Config& d, const Config& s) { d.image_names = s.image_names; }},
+      // The payload's list replaces the file's whole, like `registries`: `pin: []` empties it.
+      {"pin", [](Config& d, const Config& s) { d.pin = s.pin; }},
   };
   return keys;
 }

@@ -83,7 +83,8 @@ struct Resolved {
 // - `shim`, `cri`, `configMap`, `metricsAddress` and `stateDir` belong to the node: only the
 //   local file sets them (in the payload they are ignored with a warning).
 // - Every other top-level key the payload sets wins over the file's; a key it leaves out keeps
-//   the file's value (a payload without `registries` keeps the file's list).
+//   the file's value (a payload without `registries` keeps the file's list). A list such as
+//   `pin` is replaced whole, never joined with the file's.
 // - The registry list is the primary (the payload's if it names one, else the file's) followed by
 //   `registries` (the payload's if it has the key, else the file's). Each registry (host and
 //   path) appears once, at its first position. Its settings are the file's for that registry,

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -312,7 +313,9 @@ class Parser {
     return true;
   }
 
-  void Prefixes(const YAML::Node& node, const std::string& key, Registry* registry) {
+  // A list of source prefixes (`registries[].prefixes`, `pin`) into `out`: normalised
+  // (image::NormalisePrefix), each once, in the order given.
+  void Prefixes(const YAML::Node& node, const std::string& key, std::vector<std::string>* out) {
     if (node.IsNull()) return;
     if (!node.IsSequence()) {
       Error(key,
@@ -332,10 +335,7 @@ class Parser {
         Error(item_key, prefix.status().message());
         continue;
       }
-      if (std::find(registry->prefixes.begin(), registry->prefixes.end(), *prefix) ==
-          registry->prefixes.end()) {
-        registry->prefixes.push_back(*prefix);
-      }
+      if (std::find(out->begin(), out->end(), *prefix) == out->end()) out->push_back(*prefix);
     }
   }
 
@@ -363,7 +363,7 @@ class Parser {
     }
     size_t errors = result_.errors.size();
     if (const YAML::Node* prefixes = Find(entries, "prefixes")) {
-      Prefixes(*prefixes, key + ".prefixes", &registry);
+      Prefixes(*prefixes, key + ".prefixes", &registry.prefixes);
     }
     if (const YAML::Node* ca = Find(entries, "ca")) {
       if (std::optional<std::string> value = String(*ca, key + ".ca")) {
@@ -458,10 +458,10 @@ class Parser {
     }
     Entries entries;
     if (root.IsMap()) {
-      entries = MapEntries(
-          root, "",
-          {"shim", "cri", "address", "auth", "registries", "force", "debug", "timeout",
-           "reloadInterval", "fallbackToOrigin", "configMap", "metricsAddress", "stateDir"});
+      entries = MapEntries(root, "",
+                           {"shim", "cri", "address", "auth", "registries", "force", "debug",
+                            "timeout", "reloadInterval", "fallbackToOrigin", "imageNames", "pin",
+                            "configMap", "metricsAddress", "stateDir"});
     }
     for (const auto& [name, value] : entries) result_.keys.insert(name);
 
@@ -541,6 +541,8 @@ class Parser {
         config_.fallback_to_origin = *value;
       }
     }
+    if (const YAML::Node* node = Find(entries, "imageNames")) ImageNamesKey(*node);
+    if (const YAML::Node* node = Find(entries, "pin")) Prefixes(*node, "pin", &config_.pin);
     if (const YAML::Node* node = Find(entries, "timeout")) {
       PositiveDuration(*node, "timeout", &config_.timeout);
     }
@@ -550,6 +552,26 @@ class Parser {
     if (const YAML::Node* node = Find(entries, "configMap")) ConfigMap(*node);
     if (const YAML::Node* node = Find(entries, "metricsAddress")) MetricsAddress(*node);
     if (const YAML::Node* node = Find(entries, "stateDir")) StateDir(*node);
+  }
+
+  // `imageNames`: "requested" or "registry", as written (no case folding, like Kubernetes'
+  // enumerations); `imageNames:` with no value is "", which is neither.
+  void ImageNamesKey(const YAML::Node& node) {
+    if (!node.IsNull() && !node.IsScalar()) {
+      Error("imageNames", "expected requested or registry, found " + std::string(KindOf(node)));
+      return;
+    }
+    std::string value = node.IsNull() ? "" : node.Scalar();
+    if (value == ImageNamesName(ImageNames::kRequested)) {
+      config_.image_names = ImageNames::kRequested;
+    } else if (value == ImageNamesName(ImageNames::kRegistry)) {
+      config_.image_names = ImageNames::kRegistry;
+    } else {
+      Error("imageNames", Quote(value) +
+                              " is not requested or registry (the name the runtime keeps a "
+                              "pulled image under: the one kubelet asked for, or the serving "
+                              "registry's)");
+    }
   }
 
   // `stateDir`: an absolute directory for what the shim keeps between restarts; "" = keep
@@ -667,6 +689,16 @@ std::string FormatDuration(std::chrono::milliseconds duration) {
   return out;
 }
 
+std::string_view ImageNamesName(ImageNames names) {
+  switch (names) {
+    case ImageNames::kRequested:
+      return "requested";
+    case ImageNames::kRegistry:
+      return "registry";
+  }
+  std::abort();  // every ImageNames is named above: a programming error otherwise
+}
+
 std::string ToMaskedYaml(const Config& config, const Origins* origins) {
   YAML::Emitter out;
   // Each value, with a comment naming where it came from when origins are asked for.
@@ -705,6 +737,9 @@ std::string ToMaskedYaml(const Config& config, const Origins* origins) {
   value("timeout", "timeout", FormatDuration(config.timeout));
   value("reloadInterval", "reloadInterval", FormatDuration(config.reload_interval));
   value("fallbackToOrigin", "fallbackToOrigin", config.fallback_to_origin);
+  value("imageNames", "imageNames", std::string(ImageNamesName(config.image_names)));
+  out << YAML::Key << "pin" << YAML::Value << YAML::Flow << config.pin;
+  source("pin");
   out << YAML::Key << "configMap" << YAML::Value << YAML::BeginMap;
   value("enabled", "configMap.enabled", config.kube.enabled);
   value("namespace", "configMap.namespace", config.kube.namespace_);

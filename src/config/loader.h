@@ -55,6 +55,9 @@ bool ParseDuration(const std::string& text, std::chrono::milliseconds* out);
 // The inverse, in the shortest Go form: "15m", "1h30m", "1s500ms", "0s".
 std::string FormatDuration(std::chrono::milliseconds duration);
 
+// `imageNames` as the file writes it: "requested" or "registry".
+std::string_view ImageNamesName(ImageNames names);
+
 // Where each value of an effective configuration came from, by the key path ToMaskedYaml prints
 // ("address", "registries[0].auth", "configMap.name"): "file", "ConfigMap", "Secret ns/name".
 // A path without an entry is a default.

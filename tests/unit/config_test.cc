@@ -19,6 +19,8 @@ LoadResult Parse(const std::string& yaml) {
   return ParseConfig(yaml, "/etc/x.yaml");
 }
 
+const char kAddr[] = "address: r.example.com\n";
+
 std::string AllMessages(const LoadResult& result) {
   std::string out;
   for (const auto& e : result.errors) out += "error: " + e + "\n";
@@ -52,6 +54,8 @@ TEST(Config, DefaultsWithOnlyTheRequiredAddress) {
   EXPECT_EQ(c.kube.name, "image-cri-shim");
   EXPECT_EQ(c.kube.key, "registries.yaml");
   EXPECT_EQ(c.metrics.address, "127.0.0.1:10258");
+  EXPECT_EQ(c.image_names, ImageNames::kRequested);
+  EXPECT_TRUE(c.pin.empty());
 }
 
 TEST(Config, EveryKey) {
@@ -72,6 +76,8 @@ debug: true
 timeout: 1h30m
 reloadInterval: 10s
 fallbackToOrigin: true
+imageNames: registry
+pin: [registry.k8s.io/pause, registry.company.com/platform/]
 configMap:
   enabled: false
   namespace: infra
@@ -109,6 +115,9 @@ metricsAddress: 0.0.0.0:9100
   EXPECT_EQ(c.kube.name, "shim-config");
   EXPECT_EQ(c.kube.key, "config.yaml");
   EXPECT_EQ(c.metrics.address, "0.0.0.0:9100");
+  EXPECT_EQ(c.image_names, ImageNames::kRegistry);
+  EXPECT_EQ(c.pin,
+            (std::vector<std::string>{"registry.k8s.io/pause/", "registry.company.com/platform/"}));
   // The CA file does not exist here: a warning, not an error.
   ASSERT_EQ(result.warnings.size(), 1u);
   EXPECT_NE(result.warnings[0].find("registries[0].ca"), std::string::npos);
@@ -183,6 +192,88 @@ registries:
             (std::vector<std::string>{"docker.io/myteam/", "quay.io/", "docker.io/org/"}));
 }
 
+TEST(Config, ImageNamesTakesEitherValue) {
+  for (const auto& [text, want] : {std::pair{"requested", ImageNames::kRequested},
+                                   std::pair{"registry", ImageNames::kRegistry},
+                                   std::pair{"\"registry\"", ImageNames::kRegistry}}) {
+    LoadResult result = Parse(std::string(kAddr) + "imageNames: " + text + "\n");
+    ASSERT_TRUE(result.ok()) << text << "\n" << AllMessages(result);
+    EXPECT_TRUE(result.warnings.empty()) << AllMessages(result);
+    EXPECT_EQ(result.config->image_names, want) << text;
+  }
+}
+
+TEST(Config, PinIsNormalisedAndDeduplicatedLikePrefixes) {
+  LoadResult result = Parse(R"(
+address: r.example.com
+pin:
+- registry.k8s.io/pause
+- registry.k8s.io/pause/
+- pause
+- index.docker.io/library/busybox
+- docker.io/library/busybox/
+- REGISTRY.company.com/platform
+- quay.io
+)");
+  ASSERT_TRUE(result.ok()) << AllMessages(result);
+  EXPECT_TRUE(result.warnings.empty()) << AllMessages(result);
+  EXPECT_EQ(result.config->pin,
+            (std::vector<std::string>{"registry.k8s.io/pause/", "docker.io/pause/",
+                                      "docker.io/library/busybox/",
+                                      "registry.company.com/platform/", "quay.io/"}));
+  // The same rules as a registry's `prefixes`, entry for entry.
+  LoadResult as_prefixes = Parse(R"(
+address: r.example.com
+registries:
+- address: team.example.com
+  prefixes: [registry.k8s.io/pause, registry.k8s.io/pause/, pause, index.docker.io/library/busybox,
+             docker.io/library/busybox/, REGISTRY.company.com/platform, quay.io]
+)");
+  ASSERT_TRUE(as_prefixes.ok()) << AllMessages(as_prefixes);
+  EXPECT_EQ(result.config->pin, as_prefixes.config->registries[1].prefixes);
+
+  for (const char* empty : {"pin: []\n", "pin:\n"}) {
+    LoadResult none = Parse(std::string(kAddr) + empty);
+    ASSERT_TRUE(none.ok()) << empty << AllMessages(none);
+    EXPECT_TRUE(none.config->pin.empty()) << empty;
+  }
+}
+
+// The whole text of the errors of the new keys: key, value given, what is accepted.
+TEST(Config, ImageNamesAndPinErrorsInFull) {
+  struct Case {
+    std::string yaml;
+    std::string want;
+  };
+  const Case cases[] = {
+      {"imageNames: Registry\n",
+       "/etc/x.yaml: imageNames: \"Registry\" is not requested or registry (the name the runtime "
+       "keeps a pulled image under: the one kubelet asked for, or the serving registry's)"},
+      {"imageNames:\n",
+       "/etc/x.yaml: imageNames: \"\" is not requested or registry (the name the runtime keeps a "
+       "pulled image under: the one kubelet asked for, or the serving registry's)"},
+      {"imageNames: [requested]\n",
+       "/etc/x.yaml: imageNames: expected requested or registry, found a list"},
+      {"pin: registry.k8s.io/pause\n",
+       "/etc/x.yaml: pin: expected a list of prefixes such as [\"docker.io/myteam/\", "
+       "\"quay.io/\"], found a single value"},
+      {"pin: [registry.k8s.io/pause, registry.k8s.io/Pause]\n",
+       "/etc/x.yaml: pin[1]: prefix \"registry.k8s.io/Pause\" is not valid: repository path must "
+       "be lower case (\"Pause\")"},
+      {"pin: [\"registry.k8s.io/pause:3.9\"]\n",
+       "/etc/x.yaml: pin[0]: prefix \"registry.k8s.io/pause:3.9\" is not valid: a prefix takes no "
+       "tag"},
+      {"pin: [ok/, {a: b}]\n", "/etc/x.yaml: pin[1]: expected a string, found a map"},
+  };
+  for (const Case& c : cases) {
+    LoadResult result = Parse(std::string(kAddr) + c.yaml);
+    ASSERT_FALSE(result.ok()) << c.yaml;
+    EXPECT_EQ(result.config, nullptr);
+    ASSERT_EQ(result.errors.size(), 1u) << c.yaml << AllMessages(result);
+    EXPECT_EQ(result.errors[0], c.want) << c.yaml;
+  }
+}
+
 TEST(Config, SameHostWithDifferentPathsIsAllowed) {
   LoadResult result = Parse(R"(
 address: https://harbor.example.com/hub-proxy
@@ -218,8 +309,6 @@ TEST_P(ConfigError, IsReportedWithSourceKeyAndExpectation) {
   }
   EXPECT_TRUE(found) << "want: " << c.want << "\ngot:\n" << AllMessages(result);
 }
-
-const char kAddr[] = "address: r.example.com\n";
 
 INSTANTIATE_TEST_SUITE_P(
     Table, ConfigError,
@@ -349,6 +438,9 @@ configMap:
   EXPECT_NE(result.warnings[0].find("/etc/x.yaml: adress: unknown key"), std::string::npos);
   EXPECT_NE(result.warnings[1].find("registries[0].prefix: unknown key"), std::string::npos);
   EXPECT_NE(result.warnings[2].find("configMap.nmae: unknown key"), std::string::npos);
+  EXPECT_NE(result.warnings[0].find("fallbackToOrigin, imageNames, pin, configMap"),
+            std::string::npos)
+      << result.warnings[0];
   // Top-level registries take only address and auth.
   result = Parse("address: r.example.com\nprefixes: [quay.io]\n");
   ASSERT_TRUE(result.ok());
@@ -484,11 +576,17 @@ registries:
   insecureSkipVerify: true
 timeout: 90s
 fallbackToOrigin: true
+imageNames: registry
+pin: [registry.k8s.io/pause, myteam]
 metricsAddress: ""
 configMap: {enabled: false}
 )");
   ASSERT_TRUE(result.ok()) << AllMessages(result);
   std::string yaml = ToMaskedYaml(*result.config);
+  EXPECT_NE(yaml.find("fallbackToOrigin: true\nimageNames: registry\n"
+                      "pin: [registry.k8s.io/pause/, docker.io/myteam/]\nconfigMap:"),
+            std::string::npos)
+      << yaml;
   EXPECT_EQ(yaml.find("pa:ss"), std::string::npos) << yaml;
   EXPECT_EQ(yaml.find("hunter2"), std::string::npos) << yaml;
   EXPECT_NE(yaml.find("admin:****"), std::string::npos) << yaml;
@@ -511,6 +609,20 @@ configMap: {enabled: false}
   EXPECT_EQ(a.metrics.address, b.metrics.address);
   EXPECT_EQ(a.kube.enabled, b.kube.enabled);
   EXPECT_EQ(a.shim_socket, b.shim_socket);
+  EXPECT_EQ(a.image_names, b.image_names);
+  EXPECT_EQ(a.pin, b.pin);
+}
+
+TEST(ToMaskedYaml, ShowsTheDefaultsOfImageNamesAndPin) {
+  LoadResult result = Parse(kAddr);
+  ASSERT_TRUE(result.ok()) << AllMessages(result);
+  std::string yaml = ToMaskedYaml(*result.config);
+  EXPECT_NE(yaml.find("\nimageNames: requested\npin: []\n"), std::string::npos) << yaml;
+  Origins none;
+  std::string with_origins = ToMaskedYaml(*result.config, &none);
+  EXPECT_NE(with_origins.find("\nimageNames: requested  # default\npin: []  # default\n"),
+            std::string::npos)
+      << with_origins;
 }
 
 }  // namespace

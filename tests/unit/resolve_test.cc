@@ -138,6 +138,91 @@ TEST(Resolve, AbsentKeysKeepTheFilesValuesAndNodeKeysAreTheFilesOnly) {
   EXPECT_NE(Messages(r).find("stateDir: belongs to the node"), std::string::npos) << Messages(r);
 }
 
+// The file of kFile with `imageNames` and `pin` of its own.
+ConfigInputs InputsWithPins(const std::string& payload) {
+  ConfigInputs inputs = Inputs(payload);
+  inputs.file_text += "imageNames: registry\npin: [registry.k8s.io/pause, platform]\n";
+  return inputs;
+}
+
+TEST(Resolve, TheConfigMapSetsImageNamesAndPin) {
+  Resolved r = Resolve(Inputs("version: v1\nimageNames: registry\npin: [registry.k8s.io/pause]\n"));
+  ASSERT_TRUE(r.ok()) << Messages(r);
+  EXPECT_TRUE(r.warnings.empty()) << Messages(r);
+  EXPECT_EQ(r.config->image_names, ImageNames::kRegistry);
+  EXPECT_EQ(r.config->pin, std::vector<std::string>{"registry.k8s.io/pause/"});
+  EXPECT_EQ(r.origins["imageNames"], "ConfigMap");
+  EXPECT_EQ(r.origins["pin"], "ConfigMap");
+
+  // Neither source sets them: the defaults.
+  Resolved neither = Resolve(Inputs("debug: true\n"));
+  ASSERT_TRUE(neither.ok()) << Messages(neither);
+  EXPECT_EQ(neither.config->image_names, ImageNames::kRequested);
+  EXPECT_TRUE(neither.config->pin.empty());
+  EXPECT_EQ(neither.origins.count("imageNames"), 0u);
+  EXPECT_EQ(neither.origins.count("pin"), 0u);
+}
+
+TEST(Resolve, TheConfigMapsImageNamesAndPinReplaceTheFilesWhole) {
+  Resolved file_only = Resolve(InputsWithPins("debug: true\n"));
+  ASSERT_TRUE(file_only.ok()) << Messages(file_only);
+  EXPECT_EQ(file_only.config->image_names, ImageNames::kRegistry);
+  EXPECT_EQ(file_only.config->pin,
+            (std::vector<std::string>{"registry.k8s.io/pause/", "docker.io/platform/"}));
+  EXPECT_EQ(file_only.origins["imageNames"], "file");
+  EXPECT_EQ(file_only.origins["pin"], "file");
+
+  Resolved r = Resolve(InputsWithPins("imageNames: requested\npin: [quay.io/org/base]\n"));
+  ASSERT_TRUE(r.ok()) << Messages(r);
+  EXPECT_EQ(r.config->image_names, ImageNames::kRequested);
+  EXPECT_EQ(r.config->pin, std::vector<std::string>{"quay.io/org/base/"}) << "not joined";
+  EXPECT_EQ(r.origins["imageNames"], "ConfigMap");
+  EXPECT_EQ(r.origins["pin"], "ConfigMap");
+
+  // `pin: []` (or `pin:`) in the ConfigMap empties the file's list, as `registries: []` does.
+  for (const char* empty : {"pin: []\n", "pin:\n"}) {
+    Resolved emptied = Resolve(InputsWithPins(empty));
+    ASSERT_TRUE(emptied.ok()) << Messages(emptied);
+    EXPECT_TRUE(emptied.config->pin.empty()) << empty;
+    EXPECT_EQ(emptied.config->image_names, ImageNames::kRegistry) << "not given: the file's";
+    EXPECT_EQ(emptied.origins["pin"], "ConfigMap");
+    EXPECT_EQ(emptied.origins["imageNames"], "file");
+  }
+}
+
+TEST(Resolve, ABadPinOrImageNamesInTheConfigMapRejectsThePayload) {
+  const std::string source = "ConfigMap kube-system/image-cri-shim key registries.yaml: ";
+  Resolved bad_pin = Resolve(InputsWithPins(
+      "debug: true\npin: [registry.k8s.io/pause, \"docker.io/library/nginx:1.25\"]\n"));
+  ASSERT_FALSE(bad_pin.ok());
+  EXPECT_EQ(bad_pin.config, nullptr);
+  ASSERT_EQ(bad_pin.errors.size(), 1u) << Messages(bad_pin);
+  EXPECT_EQ(
+      bad_pin.errors[0],
+      source +
+          "pin[1]: prefix \"docker.io/library/nginx:1.25\" is not valid: a prefix takes no tag");
+
+  Resolved bad_names = Resolve(InputsWithPins("imageNames: original\n"));
+  ASSERT_FALSE(bad_names.ok());
+  ASSERT_EQ(bad_names.errors.size(), 1u) << Messages(bad_names);
+  EXPECT_EQ(bad_names.errors[0],
+            source +
+                "imageNames: \"original\" is not requested or registry (the name the runtime "
+                "keeps a pulled image under: the one kubelet asked for, or the serving "
+                "registry's)");
+
+  // What serves instead (the daemon keeps the last good configuration; with no ConfigMap that
+  // applies, the file alone): the file's values, untouched by the rejected payload.
+  ConfigInputs file_alone = InputsWithPins("");
+  file_alone.configmap.reset();
+  Resolved kept = Resolve(file_alone);
+  ASSERT_TRUE(kept.ok()) << Messages(kept);
+  EXPECT_EQ(kept.config->pin,
+            (std::vector<std::string>{"registry.k8s.io/pause/", "docker.io/platform/"}));
+  EXPECT_EQ(kept.config->image_names, ImageNames::kRegistry);
+  EXPECT_FALSE(kept.config->debug);
+}
+
 TEST(Resolve, AnAuthAloneRotatesThePrimarysPassword) {
   Resolved r = Resolve(Inputs("sealos:\n  auth: {username: user-a, password: rotated-pw}\n"));
   ASSERT_TRUE(r.ok()) << Messages(r);
@@ -221,6 +306,14 @@ TEST(ToMaskedYaml, NamesTheOriginOfEachValueAndNoPassword) {
   EXPECT_NE(printed.find("debug: true  # ConfigMap"), std::string::npos) << printed;
   EXPECT_NE(printed.find("reloadInterval: 30s  # default"), std::string::npos) << printed;
   EXPECT_EQ(printed.find("file-pw"), std::string::npos) << printed;
+
+  Resolved pins = Resolve(InputsWithPins("imageNames: requested\n"));
+  ASSERT_TRUE(pins.ok()) << Messages(pins);
+  printed = ToMaskedYaml(*pins.config, &pins.origins);
+  EXPECT_NE(printed.find("\nimageNames: requested  # ConfigMap\n"
+                         "pin: [registry.k8s.io/pause/, docker.io/platform/]  # file\n"),
+            std::string::npos)
+      << printed;
 }
 
 // --- the state directory ---
