@@ -46,6 +46,12 @@ struct Metrics {
   bool operator==(const Metrics&) const = default;
 };
 
+// `imageNames`: under which name the runtime holds a pulled image.
+enum class ImageNames {
+  kRequested,  // the name kubelet asked for (containerd's image API re-points the records)
+  kRegistry,   // the name of the registry that served it; kubelet's names are translated
+};
+
 struct Config {
   std::string shim_socket = "/var/run/image-cri-shim.sock";    // `shim`
   std::string cri_socket = "/run/containerd/containerd.sock";  // `cri`
@@ -58,6 +64,10 @@ struct Config {
   std::chrono::milliseconds reload_interval = std::chrono::seconds(30);  // re-read sources
   KubeSync kube;
   Metrics metrics;
+  ImageNames image_names = ImageNames::kRequested;  // `imageNames`
+  // `pin`: normalised image prefixes ("registry.k8s.io/pause/", as `prefixes`). Images held
+  // under a matching name are reported `pinned`, so kubelet's image GC keeps them.
+  std::vector<std::string> pin;
   // `stateDir`: the last ConfigMap input that was applied is kept here, so a restart while the
   // API server is unreachable serves it. "" = nothing is kept.
   std::string state_dir = "/var/lib/image-cri-shim";

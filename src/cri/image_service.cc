@@ -3,9 +3,13 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <type_traits>
 
+#include "cri/image_names.h"
+#include "cri/image_records.h"
 #include "cri/method.h"
 #include "cri/pull_failure.h"
+#include "cri/requested_name.h"
 #include "cri_image.pb.h"
 #include "image/reference.h"
 #include "image/rewriter.h"
@@ -78,7 +82,8 @@ struct ImageService::PullAttempt {
   std::string requested;  // as the first caller sent it
   std::string reference;  // normalised, for ImageLocations
   std::string path;
-  relay::Headers headers;  // the first caller's, for the runtime calls
+  std::string status_path;  // ImageStatus in the caller's API version
+  relay::Headers headers;   // the first caller's, for the runtime calls
   relay::EventLoop* loop = nullptr;
   relay::UpstreamPool* pool = nullptr;
   pb::PullImageRequest request;
@@ -99,7 +104,9 @@ struct ImageService::PullAttempt {
 
 struct ImageService::Resolution {
   std::shared_ptr<InterceptedCall> call;
-  std::string key;  // the normalised name asked for, to remember where it was found
+  std::string key;           // the normalised name asked for, to remember where it was found
+  std::string given;         // the name as the caller sent it
+  bool given_early = false;  // asked right after the remembered name (imageNames: requested)
   std::string status_path;
   std::vector<std::string> names;
   size_t next = 0;
@@ -140,7 +147,7 @@ void ImageService::Handle(std::shared_ptr<InterceptedCall> call) {
 
 // --- PullImage ---
 
-void ImageService::Pull(std::shared_ptr<InterceptedCall> call, std::string_view,
+void ImageService::Pull(std::shared_ptr<InterceptedCall> call, std::string_view version,
                         std::string_view message, config::ConfigPtr config) {
   pb::PullImageRequest request;
   if (!request.ParseFromArray(message.data(), static_cast<int>(message.size()))) {
@@ -167,6 +174,7 @@ void ImageService::Pull(std::shared_ptr<InterceptedCall> call, std::string_view,
   attempt->requested = requested;
   attempt->reference = reference->String();
   attempt->path = call->path();
+  attempt->status_path = ImageServicePath(version, "ImageStatus");
   attempt->headers = call->request_headers();
   attempt->loop = &call->loop();
   attempt->pool = &call->pool();
@@ -235,9 +243,10 @@ void ImageService::TryNextCandidate(std::shared_ptr<PullAttempt> attempt) {
   ApplyCredentials(request, candidate);
   relay::Headers headers = attempt->headers;
   auto started = std::chrono::steady_clock::now();
+  auto wall_started = std::chrono::system_clock::now();  // compared with the runtime's records
   attempt->current = relay::UnaryCall::Start(
       *attempt->loop, *attempt->pool, headers, relay::FrameMessage(request.SerializeAsString()),
-      [this, attempt, &candidate, registry_address, started](UnaryResult answer) {
+      [this, attempt, &candidate, registry_address, started, wall_started](UnaryResult answer) {
         attempt->current = nullptr;
         if (attempt->done) return;
         auto took = std::chrono::steady_clock::now() - started;
@@ -245,10 +254,7 @@ void ImageService::TryNextCandidate(std::shared_ptr<PullAttempt> attempt) {
         if (answer.ok()) {
           if (observer_ != nullptr) observer_->OnPullResult(label, "ok");
           if (health_ != nullptr && !registry_address.empty()) health_->MarkUp(registry_address);
-          locations_.Remember(attempt->reference, candidate.image);
-          spdlog::info("pull {} -> {} via {}: ok {}", attempt->requested, candidate.image,
-                       candidate.registry, Seconds(took));
-          return FinishPull(attempt, &answer, GrpcCode::kOk, "");
+          return Pulled(attempt, candidate, std::move(answer), took, wall_started);
         }
         if (!answer.answered) {
           // The runtime itself is out of reach: no registry is to blame, nothing else to try.
@@ -288,6 +294,133 @@ void ImageService::TryNextCandidate(std::shared_ptr<PullAttempt> attempt) {
       });
 }
 
+void ImageService::Pulled(const std::shared_ptr<PullAttempt>& attempt,
+                          const image::Candidate& candidate, UnaryResult answer,
+                          std::chrono::steady_clock::duration took,
+                          std::chrono::system_clock::time_point wall_started) {
+  std::string line = fmt::format("pull {} -> {} via {}: ok {}", attempt->requested, candidate.image,
+                                 candidate.registry, Seconds(took));
+  std::optional<RenameJob> job = RenameFor(*attempt, candidate, answer, wall_started);
+  if (!job) {
+    locations_.Remember(attempt->reference, candidate.image);
+    spdlog::info("{}", line);
+    return FinishPull(attempt, &answer, GrpcCode::kOk, "");
+  }
+  // The answer waits until the image is held under the requested name: kubelet's next status
+  // call must find it there. A concurrent identical pull keeps joining this attempt meanwhile.
+  WithRecordsSupport(
+      *attempt->loop, *attempt->pool,
+      [this, attempt, job = std::move(*job), line, answer = std::move(answer),
+       pulled_as = candidate.image](bool served) mutable {
+        if (!served) {
+          locations_.Remember(attempt->reference, pulled_as);
+          spdlog::info("{}", line);
+          return FinishPull(attempt, &answer, GrpcCode::kOk, "");
+        }
+        HoldUnderRequestedName(
+            *attempt->loop, *attempt->pool, std::move(job),
+            [this, attempt, line, answer = std::move(answer), pulled_as](RenameOutcome outcome) {
+              if (outcome.ok) {
+                locations_.Forget(attempt->reference);  // no longer elsewhere
+                spdlog::info("{}, held as {}{}", line, fmt::join(outcome.held_as, " and "),
+                             outcome.kept.empty()
+                                 ? std::string()
+                                 : fmt::format("; kept {}", fmt::join(outcome.kept, ", ")));
+              } else {
+                // The image is there under the registry's name: translation finds it.
+                locations_.Remember(attempt->reference, pulled_as);
+                spdlog::info("{}", line);
+                spdlog::warn("pull {}: the image stays under {}: {}", attempt->requested, pulled_as,
+                             outcome.error);
+              }
+              FinishPull(attempt, &answer, GrpcCode::kOk, "");
+            });
+      });
+}
+
+std::optional<RenameJob> ImageService::RenameFor(const PullAttempt& attempt,
+                                                 const image::Candidate& candidate,
+                                                 const UnaryResult& answer,
+                                                 std::chrono::system_clock::time_point started) {
+  if (attempt.config->image_names != config::ImageNames::kRequested || candidate.is_origin()) {
+    return std::nullopt;
+  }
+  auto requested = image::ParseReference(attempt.reference);
+  auto pulled = image::ParseReference(candidate.image);
+  if (!requested.ok() || !pulled.ok() || pulled->String() == requested->String()) {
+    return std::nullopt;  // pulled under its own name already
+  }
+  pb::PullImageResponse response;
+  auto message = answer.Message();
+  if (!message || !response.ParseFromArray(message->data(), static_cast<int>(message->size())) ||
+      !image::LooksLikeImageId(response.image_ref())) {
+    spdlog::warn("pull {}: the runtime's answer names no image id; the image stays under {}",
+                 attempt.requested, candidate.image);
+    return std::nullopt;
+  }
+  RenameJob job;
+  job.requested = std::move(*requested);
+  job.pulled = std::move(*pulled);
+  job.registry = candidate.registry;
+  job.image_id = response.image_ref();
+  job.pull_started = started;
+  job.status_path = attempt.status_path;
+  job.wanted_elsewhere = [this, self = &attempt](const std::string& name) {
+    for (const auto& [key, other] : pulls_) {
+      if (other.get() != self && other->reference == name) return true;
+    }
+    return false;
+  };
+  return job;
+}
+
+void ImageService::WithRecordsSupport(relay::EventLoop& loop, relay::UpstreamPool& pool,
+                                      std::function<void(bool served)> then) {
+  if (records_support_ != RecordsSupport::kUnknown) {
+    return then(records_support_ == RecordsSupport::kServed);
+  }
+  // A name no image can have: the answer tells whether the service is there, nothing else.
+  ImageRecords(loop, pool)
+      .Get("image-cri-shim.invalid/probe:none",
+           [this, then = std::move(then)](const UnaryResult& result, const ImageRecord*) {
+             if (result.answered) {
+               RecordsSupport now = ServesImageRecords(result) ? RecordsSupport::kServed
+                                                               : RecordsSupport::kNotServed;
+               if (now != records_support_) {
+                 records_support_ = now;
+                 LogImageNames(result);
+               }
+             }
+             then(records_support_ == RecordsSupport::kServed);
+           });
+}
+
+void ImageService::DetectRuntime(relay::EventLoop& loop, relay::UpstreamPool& pool) {
+  WithRecordsSupport(loop, pool, [](bool) {});
+}
+
+void ImageService::LogImageNames(const UnaryResult& probe) {
+  config::ConfigPtr config = config_();
+  bool requested = config->image_names == config::ImageNames::kRequested;
+  if (records_support_ == RecordsSupport::kServed) {
+    if (requested) {
+      spdlog::info(
+          "image names: pulled images are held under the names kubelet asks for "
+          "(imageNames: requested; the runtime serves containerd's image API)");
+    } else {
+      spdlog::info(
+          "image names: pulled images stay under the registries' names and kubelet's names "
+          "are translated (imageNames: registry)");
+    }
+    return;
+  }
+  auto level = requested ? spdlog::level::warn : spdlog::level::info;
+  spdlog::log(level,
+              "image names: the runtime does not serve containerd's image API ({}: {}); pulled "
+              "images stay under the registries' names and kubelet's names are translated",
+              relay::GrpcCodeName(probe.code), Shorten(probe.message));
+}
+
 void ImageService::FinishPull(const std::shared_ptr<PullAttempt>& attempt,
                               const UnaryResult* answer, GrpcCode code,
                               const std::string& message) {
@@ -322,24 +455,31 @@ std::vector<std::string> ImageService::LookupNames(const std::string& image,
   auto add = [&](const std::string& name) {
     if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
   };
+  // Where it was last found under another name comes first. Then, held under kubelet's name,
+  // the image is found at the next call, as the runtime alone would find it; the registries'
+  // names serve images pulled under them (imageNames: registry, a runtime without containerd's
+  // image API, or a pull from before).
   if (auto stored = locations_.Find(reference->String())) add(*stored);
+  if (config.image_names == config::ImageNames::kRequested) add(image);
   for (const auto& candidate : image::Rewrite(*reference, config)) add(candidate.image);
-  add(image);  // the name as given, last
+  add(image);  // the name as given, last otherwise
   return names;
 }
 
 void ImageService::Resolve(std::shared_ptr<InterceptedCall> call, std::string status_path,
+                           const config::Config& config, const std::string& given,
                            std::vector<std::string> names,
                            std::function<std::string(const std::string&)> make_request,
                            Resolved done) {
   auto resolution = std::make_shared<Resolution>();
   resolution->call = std::move(call);
   resolution->status_path = std::move(status_path);
+  resolution->given = given;
+  resolution->given_early = config.image_names == config::ImageNames::kRequested;
   resolution->names = std::move(names);
   resolution->make_request = std::move(make_request);
   resolution->done = std::move(done);
-  // The name as given is always last; an id is not remembered (it resolves to itself).
-  const std::string& given = resolution->names.back();
+  // An id is not remembered (it resolves to itself).
   if (auto reference = image::ParseReference(given);
       reference.ok() && !image::LooksLikeImageId(given)) {
     resolution->key = reference->String();
@@ -354,8 +494,15 @@ void ImageService::ResolveStep(std::shared_ptr<Resolution> resolution) {
       [this, resolution, &name](UnaryResult answer) {
         if (resolution->call->finished()) return;
         if (HasImage(answer)) {
-          // Next time the first call hits, whoever pulled the image (the shim or not).
-          if (!resolution->key.empty()) locations_.Remember(resolution->key, name);
+          // Next time the first call hits, whoever pulled the image (the shim or not); under
+          // its own name it needs no memory.
+          if (!resolution->key.empty()) {
+            if (name == resolution->given && resolution->given_early) {
+              locations_.Forget(resolution->key);
+            } else {
+              locations_.Remember(resolution->key, name);
+            }
+          }
           return resolution->done(name, std::move(answer));
         }
         // An error ends the search: it is the runtime's answer to give.
@@ -367,6 +514,27 @@ void ImageService::ResolveStep(std::shared_ptr<Resolution> resolution) {
 }
 
 namespace {
+// The runtime's answer to ImageStatus or ListImages (`Response`), with `pinned` set on images
+// held under a pinned name; the answer as it came when nothing changes.
+template <typename Response>
+void ReplyPinned(InterceptedCall& call, const UnaryResult& answer,
+                 const std::vector<std::string>& pin) {
+  auto message = answer.Message();
+  Response response;
+  if (pin.empty() || !answer.ok() || !message ||
+      !response.ParseFromArray(message->data(), static_cast<int>(message->size()))) {
+    return call.Reply(answer);
+  }
+  bool changed = false;
+  if constexpr (std::is_same_v<Response, pb::ListImagesResponse>) {
+    for (auto& image : *response.mutable_images()) changed = MarkPinned(image, pin) || changed;
+  } else {
+    changed = response.has_image() && MarkPinned(*response.mutable_image(), pin);
+  }
+  if (!changed) return call.Reply(answer);
+  call.ReplyMessage(response.SerializeAsString());
+}
+
 std::function<std::string(const std::string&)> PlainStatusRequest() {
   return [](const std::string& name) {
     pb::ImageStatusRequest request;
@@ -383,17 +551,23 @@ void ImageService::Status(std::shared_ptr<InterceptedCall> call, std::string_vie
     return call->ReplyByRelaying();
   }
   auto names = LookupNames(request.image().image(), *config);
-  if (names.empty()) return call->ReplyByRelaying();
+  if (names.empty()) {  // an image id: the runtime's answer, with pins marked
+    if (config->pin.empty()) return call->ReplyByRelaying();
+    return call->CallRuntime(call->path(), std::string(message),
+                             [call, config](UnaryResult answer) {
+                               ReplyPinned<pb::ImageStatusResponse>(*call, answer, config->pin);
+                             });
+  }
   std::string requested = request.image().image();
   Resolve(
-      call, ImageServicePath(version, "ImageStatus"), std::move(names),
+      call, ImageServicePath(version, "ImageStatus"), *config, requested, std::move(names),
       [request](const std::string& name) {
         pb::ImageStatusRequest lookup = request;  // kubelet's own request, verbose and all
         lookup.mutable_image()->set_image(name);
         return lookup.SerializeAsString();
       },
-      [call, requested, start = std::chrono::steady_clock::now()](std::optional<std::string> stored,
-                                                                  UnaryResult answer) {
+      [call, requested, config, start = std::chrono::steady_clock::now()](
+          std::optional<std::string> stored, UnaryResult answer) {
         auto took = std::chrono::steady_clock::now() - start;
         // Kubelet asks for the status of an image before every container start: an answer is
         // routine (debug); only a failed lookup is worth a line at the default level.
@@ -405,7 +579,7 @@ void ImageService::Status(std::shared_ptr<InterceptedCall> call, std::string_vie
           spdlog::info("status {}: {} {} error={}", requested, relay::GrpcCodeName(answer.code),
                        Millis(took), log::Quoted(Shorten(answer.message)));
         }
-        call->Reply(answer);
+        ReplyPinned<pb::ImageStatusResponse>(*call, answer, config->pin);
       });
 }
 
@@ -419,7 +593,8 @@ void ImageService::Remove(std::shared_ptr<InterceptedCall> call, std::string_vie
   if (names.empty()) return call->ReplyByRelaying();
   std::string requested = request->image().image();
   std::string path = call->path();
-  Resolve(call, ImageServicePath(version, "ImageStatus"), std::move(names), PlainStatusRequest(),
+  Resolve(call, ImageServicePath(version, "ImageStatus"), *config, requested, std::move(names),
+          PlainStatusRequest(),
           [this, call, request, requested, path](std::optional<std::string> stored,
                                                  UnaryResult answer) {
             if (!stored) {
@@ -443,14 +618,21 @@ void ImageService::List(std::shared_ptr<InterceptedCall> call, std::string_view 
     return call->ReplyByRelaying();
   }
   const std::string& filter = request.filter().image().image();
-  if (filter.empty()) return call->ReplyByRelaying();  // the whole list is the runtime's
+  if (filter.empty()) {  // the whole list is the runtime's, with pins marked
+    if (config->pin.empty()) return call->ReplyByRelaying();
+    return call->CallRuntime(call->path(), std::string(message),
+                             [call, config](UnaryResult answer) {
+                               ReplyPinned<pb::ListImagesResponse>(*call, answer, config->pin);
+                             });
+  }
   // containerd 1.6 ignores the filter and lists everything, so the shim answers a filtered
   // list itself: the one image the name resolves to, or none.
   auto names = image::LooksLikeImageId(filter) ? std::vector<std::string>{filter}
                                                : LookupNames(filter, *config);
   if (names.empty()) return call->ReplyByRelaying();
-  Resolve(call, ImageServicePath(version, "ImageStatus"), std::move(names), PlainStatusRequest(),
-          [call](std::optional<std::string> stored, UnaryResult answer) {
+  Resolve(call, ImageServicePath(version, "ImageStatus"), *config, filter, std::move(names),
+          PlainStatusRequest(),
+          [call, config](std::optional<std::string> stored, UnaryResult answer) {
             if (!answer.ok()) return call->Reply(answer);
             pb::ListImagesResponse list;
             if (stored) {
@@ -459,6 +641,7 @@ void ImageService::List(std::shared_ptr<InterceptedCall> call, std::string_view 
               if (message &&
                   status.ParseFromArray(message->data(), static_cast<int>(message->size()))) {
                 *list.add_images() = status.image();  // unknown fields travel with it
+                MarkPinned(*list.mutable_images(0), config->pin);
               }
             }
             call->ReplyMessage(list.SerializeAsString());
@@ -475,7 +658,8 @@ void ImageService::CreateContainer(std::shared_ptr<InterceptedCall> call, std::s
   auto names = LookupNames(request->config().image().image(), *config);
   if (names.empty()) return call->ReplyByRelaying();
   std::string path = call->path();
-  Resolve(call, ImageServicePath(version, "ImageStatus"), std::move(names), PlainStatusRequest(),
+  Resolve(call, ImageServicePath(version, "ImageStatus"), *config,
+          request->config().image().image(), std::move(names), PlainStatusRequest(),
           [call, request, path](std::optional<std::string> stored, UnaryResult answer) {
             if (!stored) {
               if (!answer.ok()) return call->Reply(answer);

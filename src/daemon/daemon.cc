@@ -283,6 +283,7 @@ int Run(const Options& options) {
       store);
   AddStateCollectors(metrics, store, health, sources);
   WatchRuntime(loop, server, metrics);
+  loop.AddTimer(0ms, [&] { images.DetectRuntime(loop, server.upstream()); });
   HttpEndpoint endpoint;
   if (!config.metrics.address.empty()) {
     Status s = endpoint.Start(

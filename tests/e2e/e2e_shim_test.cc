@@ -149,6 +149,7 @@ struct ShimConfigSpec {
   RegistryEntry primary = {};
   std::vector<RegistryEntry> more = {};
   bool force = false;
+  std::string image_names = {};  // `imageNames`; "" = the default (requested)
 };
 
 std::string ShimConfigYaml(const ShimConfigSpec& spec) {
@@ -166,6 +167,7 @@ std::string ShimConfigYaml(const ShimConfigSpec& spec) {
     }
   }
   out += std::string("force: ") + (spec.force ? "true" : "false") + "\n";
+  if (!spec.image_names.empty()) out += "imageNames: " + spec.image_names + "\n";
   out += "timeout: 5m\n";
   out += "configMap:\n  enabled: false\n";
   out += "metricsAddress: \"\"\n";
@@ -314,9 +316,11 @@ ShimProcess* ShimE2E::shim_ = nullptr;
 std::string ShimE2E::setup_error_;
 
 // 1. kubelet's plain pull (no credentials) is sent to registry A with the shim's credentials
-// and stored under A's name; containerd alone, without credentials, is refused by A.
+// and held under kubelet's name, recorded as pulled from A's name; containerd alone, without
+// credentials, is refused by A.
 TEST_F(ShimE2E, PullIsRewrittenToThePrivateRegistryWithTheShimsCredentials) {
-  const std::string stored = registry_a_->ImageName("library/nginx:latest");
+  const std::string pulled_as = registry_a_->ImageName("library/nginx:latest");
+  const std::string stored = "docker.io/library/nginx:latest";
   ASSERT_TRUE(direct_->RemoveImage(stored, kQuick).ok());
   ASSERT_FALSE(DirectStatus(stored).has_value());
   const std::string manifest = "/v2/library/nginx/manifests/latest";
@@ -329,11 +333,13 @@ TEST_F(ShimE2E, PullIsRewrittenToThePrivateRegistryWithTheShimsCredentials) {
   EXPECT_GT(ManifestHits(*registry_a_, manifest), hits_before)
       << "the manifest was not fetched (authenticated) from registry A";
 
-  // containerd itself holds it under registry A's name.
+  // containerd itself holds it under kubelet's name, pulled from registry A's.
   auto image = DirectStatus(stored);
   ASSERT_TRUE(image.has_value()) << stored << " is not in containerd";
   EXPECT_EQ(image->id(), nginx_a_->image_id);
   EXPECT_TRUE(HasTag(*image, stored));
+  EXPECT_FALSE(HasTag(*image, pulled_as));
+  EXPECT_EQ(direct_->PulledAs(stored), pulled_as);
   cri::ListImagesResponse all;
   ASSERT_TRUE(direct_->ListImages("", &all, kQuick).ok());
   bool listed = false;
@@ -341,21 +347,29 @@ TEST_F(ShimE2E, PullIsRewrittenToThePrivateRegistryWithTheShimsCredentials) {
   EXPECT_TRUE(listed) << "containerd's ListImages does not show " << stored;
 
   // The credentials came from the shim's configuration: containerd alone is refused.
-  status = direct_->PullImage(stored, nullptr, nullptr, kPull);
+  status = direct_->PullImage(pulled_as, nullptr, nullptr, kPull);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNKNOWN) << Describe(status);
   EXPECT_TRUE(Contains(status.error_message(), "401")) << Describe(status);
 
   // One info line per intercepted call, naming where the image went.
-  EXPECT_TRUE(Contains(shim_->Log(), "pull nginx:latest -> " + stored)) << TailLines(shim_->Log());
+  EXPECT_TRUE(Contains(shim_->Log(), "pull nginx:latest -> " + pulled_as))
+      << TailLines(shim_->Log());
 }
 
-// 2. Status and removal answer under kubelet's name, which containerd alone does not know.
+// 2. With `imageNames: registry` the image stays under A's name; status and removal answer
+// under kubelet's name, which containerd alone does not know.
 TEST_F(ShimE2E, ImageStatusAndRemoveImageResolveKubeletsName) {
   const std::string stored = registry_a_->ImageName("library/nginx:latest");
-  ASSERT_TRUE(via_shim_->PullImage("nginx:latest", nullptr, nullptr, kPull).ok());
+  ASSERT_TRUE(direct_->RemoveImage("docker.io/library/nginx:latest", kQuick).ok());
+  ShimProcess& shim = NewShim({.primary = {registry_a_->Address(), AuthA()},
+                               .more = {{registry_b_->Address(), AuthB()}},
+                               .image_names = "registry"});
+  shim.Start();
+  auto via_shim = std::make_unique<CriClient>(shim.Socket());
+  ASSERT_TRUE(via_shim->PullImage("nginx:latest", nullptr, nullptr, kPull).ok());
 
   cri::ImageStatusResponse through;
-  grpc::Status status = via_shim_->ImageStatus("nginx:latest", &through, kQuick);
+  grpc::Status status = via_shim->ImageStatus("nginx:latest", &through, kQuick);
   ASSERT_TRUE(status.ok()) << Describe(status);
   ASSERT_TRUE(through.has_image()) << "status through the shim: absent";
   EXPECT_EQ(through.image().id(), nginx_a_->image_id);
@@ -365,15 +379,15 @@ TEST_F(ShimE2E, ImageStatusAndRemoveImageResolveKubeletsName) {
   EXPECT_FALSE(DirectStatus("nginx:latest").has_value());
   EXPECT_FALSE(DirectStatus("docker.io/library/nginx:latest").has_value());
 
-  status = via_shim_->RemoveImage("nginx:latest", kQuick);
+  status = via_shim->RemoveImage("nginx:latest", kQuick);
   ASSERT_TRUE(status.ok()) << Describe(status);
   EXPECT_FALSE(DirectStatus(stored).has_value()) << stored << " is still in containerd";
   cri::ImageStatusResponse after;
-  status = via_shim_->ImageStatus("nginx:latest", &after, kQuick);
+  status = via_shim->ImageStatus("nginx:latest", &after, kQuick);
   ASSERT_TRUE(status.ok()) << Describe(status);
   EXPECT_FALSE(after.has_image()) << "status through the shim still answers present";
   // Removing again is fine (the runtime's own answer for an absent image).
-  status = via_shim_->RemoveImage("nginx:latest", kQuick);
+  status = via_shim->RemoveImage("nginx:latest", kQuick);
   EXPECT_TRUE(status.ok()) << Describe(status);
 }
 
@@ -397,9 +411,10 @@ TEST_F(ShimE2E, ImageStatusFindsAnImagePulledWithoutTheShim) {
   EXPECT_FALSE(absent.has_image());
 }
 
-// 3. ListImages: unfiltered is the runtime's list and shows the image under its stored name.
+// 3. ListImages: unfiltered is the runtime's list and shows the image under its stored name,
+// kubelet's.
 TEST_F(ShimE2E, ListImagesWithoutFilterShowsTheStoredName) {
-  const std::string stored = registry_a_->ImageName("library/nginx:latest");
+  const std::string stored = "docker.io/library/nginx:latest";
   ASSERT_TRUE(via_shim_->PullImage("nginx:latest", nullptr, nullptr, kPull).ok());
 
   cri::ListImagesResponse all;
@@ -413,11 +428,11 @@ TEST_F(ShimE2E, ListImagesWithoutFilterShowsTheStoredName) {
   EXPECT_EQ(all.images_size(), all_direct.images_size());
 }
 
-// 3b. A filter by kubelet's name returns exactly the image stored under the rewritten name,
-// even when the runtime holds other images (one with another id is pulled first, so an answer
-// that ignores the filter cannot pass by accident).
+// 3b. A filter by kubelet's name returns exactly that image, even when the runtime holds other
+// images (one with another id is pulled first, so an answer that ignores the filter cannot pass
+// by accident).
 TEST_F(ShimE2E, ListImagesFilterByKubeletsNameReturnsExactlyThatImage) {
-  const std::string stored = registry_a_->ImageName("library/nginx:latest");
+  const std::string stored = "docker.io/library/nginx:latest";
   ASSERT_TRUE(via_shim_->PullImage("nginx:latest", nullptr, nullptr, kPull).ok());
   TestImage other = PushImage(*registry_b_, "library/other:3");
   ASSERT_NE(other.image_id, nginx_a_->image_id);
@@ -506,13 +521,14 @@ TEST_F(ShimE2E, VersionOverBothApisAndRelayedRuntimeCalls) {
 // 4b. The image calls are intercepted over v1alpha2 too.
 TEST_F(ShimE2E, ImageCallsAreInterceptedOverV1alpha2) {
   PushImage(*registry_a_, "library/alpha:4b");
-  const std::string stored = registry_a_->ImageName("library/alpha:4b");
+  const std::string stored = "docker.io/library/alpha:4b";
   CriClient old_api(shim_->Socket(), "v1alpha2");
   std::string image_ref;
   grpc::Status status = old_api.PullImage("alpha:4b", nullptr, &image_ref, kPull);
   ASSERT_TRUE(status.ok()) << Describe(status);
   EXPECT_EQ(image_ref, nginx_a_->image_id);  // same image content, pushed from A's layout
   EXPECT_TRUE(DirectStatus(stored).has_value());
+  EXPECT_EQ(direct_->PulledAs(stored), registry_a_->ImageName("library/alpha:4b"));
   cri::ImageStatusResponse through;
   ASSERT_TRUE(old_api.ImageStatus("alpha:4b", &through, kQuick).ok());
   ASSERT_TRUE(through.has_image());
@@ -552,13 +568,15 @@ TEST_F(ShimE2E, ARequestThatIsNotValidProto3IsRelayedAndLoggedInTheShimsFormat) 
 TEST_F(ShimE2E, KubeletCredentialsAreReplacedByTheShims) {
   PushImage(*registry_a_, "library/kubecred:5a");
   const std::string stored = registry_a_->ImageName("library/kubecred:5a");
+  const std::string held = "docker.io/library/kubecred:5a";
   cri::AuthConfig kubelet_auth = MakeAuth(kKubeletUser, kKubeletPassword);
   std::string image_ref;
   grpc::Status status = via_shim_->PullImage("kubecred:5a", &kubelet_auth, &image_ref, kPull);
   ASSERT_TRUE(status.ok()) << Describe(status);
   EXPECT_EQ(image_ref, nginx_a_->image_id);
   EXPECT_GT(ManifestHits(*registry_a_, "/v2/library/kubecred/manifests/5a"), 0);
-  EXPECT_TRUE(DirectStatus(stored).has_value());
+  EXPECT_TRUE(DirectStatus(held).has_value());
+  EXPECT_EQ(direct_->PulledAs(held), stored);
   EXPECT_FALSE(Contains(registry_a_->LogText(), kKubeletUser))
       << "registry A saw kubelet's user:\n"
       << TailLines(registry_a_->LogText(), 20);
@@ -613,9 +631,10 @@ TEST_F(ShimE2E, FailoverToTheSecondRegistryAndNotFoundNamingBoth) {
   EXPECT_EQ(image_ref, only_b.image_id);
   EXPECT_GT(ManifestHits(*registry_a_, "/v2/library/onlyb/manifests/6", 404), 0)
       << "registry A was not tried first";
-  auto image = DirectStatus(stored_b);
-  ASSERT_TRUE(image.has_value()) << stored_b << " is not in containerd";
+  auto image = DirectStatus("docker.io/library/onlyb:6");
+  ASSERT_TRUE(image.has_value()) << "onlyb:6 is not in containerd";
   EXPECT_EQ(image->id(), only_b.image_id);
+  EXPECT_EQ(direct_->PulledAs("docker.io/library/onlyb:6"), stored_b);
   EXPECT_FALSE(DirectStatus(registry_a_->ImageName("library/onlyb:6")).has_value());
   cri::ImageStatusResponse through;
   ASSERT_TRUE(via_shim_->ImageStatus("onlyb:6", &through, kQuick).ok());

@@ -8,7 +8,7 @@
 
 namespace shim::testing {
 
-std::string ContainerdConfig(const std::string& dir) {
+std::string ContainerdConfig(const std::string& dir, const ContainerdOptions& options) {
   std::ostringstream c;
   c << "version = 2\n"
     << "root = \"" << dir << "/root\"\n"
@@ -25,7 +25,7 @@ std::string ContainerdConfig(const std::string& dir) {
     << "  \"io.containerd.internal.v1.opt\",\n"
     << "  \"io.containerd.tracing.processor.v1.otlp\",\n"
     << "  \"io.containerd.internal.v1.tracing\",\n"
-    << "]\n"
+    << (options.without_image_api ? "  \"io.containerd.grpc.v1.images\",\n" : "") << "]\n"
     << "\n[grpc]\n"
     << "  address = \"" << dir << "/containerd.sock\"\n"
     << "  uid = 0\n"
@@ -58,7 +58,7 @@ Containerd::Containerd(ContainerdOptions options) : options_(std::move(options))
   for (const char* sub : {"root", "state", "tmp", "cni/bin", "cni/conf", "certs.d"}) {
     dir_->MakeDir(sub);
   }
-  WriteFile(config_path(), ContainerdConfig(dir_->path()));
+  WriteFile(config_path(), ContainerdConfig(dir_->path(), options_));
   process_ = std::make_unique<Subprocess>(SubprocessOptions{
       .argv = {"containerd", "--config", config_path(), "--log-level", options_.log_level},
       .env = {},

@@ -17,6 +17,9 @@ namespace shim::testing {
 
 struct ContainerdOptions {
   std::string log_level = "info";  // containerd's --log-level
+  // Disables containerd's image gRPC service (io.containerd.grpc.v1.images) while CRI keeps
+  // working: the socket then answers like CRI-O or cri-dockerd, which do not serve it.
+  bool without_image_api = false;
 };
 
 class Containerd {
@@ -48,6 +51,6 @@ class Containerd {
 
 // The config.toml the harness uses, for a containerd whose every path is under `dir` (exposed
 // so the demo and the report can show it).
-std::string ContainerdConfig(const std::string& dir);
+std::string ContainerdConfig(const std::string& dir, const ContainerdOptions& options = {});
 
 }  // namespace shim::testing

@@ -160,6 +160,27 @@ grpc::Status CriClient::RemoveImage(const std::string& image, const CallOptions&
   return Call(ImagePath("RemoveImage"), request, &response, options);
 }
 
+std::optional<::imagecrishim::containerd::Image> CriClient::ImageRecord(const std::string& name,
+                                                                        grpc::Status* status) {
+  ::imagecrishim::containerd::GetImageRequest request;
+  request.set_name(name);
+  ::imagecrishim::containerd::GetImageResponse response;
+  CallOptions options{.metadata = {{"containerd-namespace", "k8s.io"}},
+                      .timeout = std::chrono::seconds(20)};
+  grpc::Status result =
+      Call("/containerd.services.images.v1.Images/Get", request, &response, options);
+  if (status != nullptr) *status = result;
+  if (!result.ok()) return std::nullopt;
+  return response.image();
+}
+
+std::string CriClient::PulledAs(const std::string& name) {
+  auto record = ImageRecord(name);
+  if (!record) return "";
+  auto it = record->labels().find("io.image-cri-shim.pulled-as");
+  return it == record->labels().end() ? "" : it->second;
+}
+
 cri::AuthConfig MakeAuth(const std::string& username, const std::string& password) {
   cri::AuthConfig auth;
   auth.set_username(username);

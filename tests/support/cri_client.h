@@ -15,6 +15,7 @@
 
 #include <grpcpp/support/status.h>
 
+#include "containerd_images.pb.h"
 #include "cri_image.pb.h"
 
 namespace google::protobuf {
@@ -75,6 +76,15 @@ class CriClient {
   grpc::Status ListImages(const std::string& filter, cri::ListImagesResponse* response,
                           const CallOptions& options = {});
   grpc::Status RemoveImage(const std::string& image, const CallOptions& options = {});
+
+  // containerd's own image record `name` in the CRI plugin's namespace (k8s.io), through its
+  // image service (containerd.services.images.v1.Images/Get) on the same socket; nullopt when
+  // there is none. Other failures are returned in `status` when given (else they read as none).
+  std::optional<::imagecrishim::containerd::Image> ImageRecord(const std::string& name,
+                                                               grpc::Status* status = nullptr);
+  // Where the shim pulled the image held under `name` from (its label
+  // io.image-cri-shim.pulled-as), or "" when the record has no such label or does not exist.
+  std::string PulledAs(const std::string& name);
 
  private:
   struct Impl;

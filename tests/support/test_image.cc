@@ -110,7 +110,8 @@ TestImage TagForOrigin(ImageCache& cache, const std::string& from, const std::st
   TestImage image{.origin = origin,
                   .layout_dir = cache.layout,
                   .tag = tag,
-                  .image_id = ConfigDigest(cache.layout, tag)};
+                  .image_id = ConfigDigest(cache.layout, tag),
+                  .manifest_digest = *ManifestDigest(cache.layout, tag)};
   MakeWorldReadable(cache.layout);
   return image;
 }

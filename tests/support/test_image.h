@@ -19,6 +19,9 @@ struct TestImage {
   std::string layout_dir;  // an OCI image layout holding it
   std::string tag;         // its tag inside the layout
   std::string image_id;    // "sha256:<config digest>": what CRI reports as Image.id / image_ref
+  // "sha256:<manifest digest>": what CRI reports in RepoDigests (skopeo pushes the manifest
+  // unchanged, so the registry serves it under this digest).
+  std::string manifest_digest;
   // Images with a payload (see BuildLargeTestImage): that layer's blob digest and size.
   std::string payload_digest = {};
   size_t payload_blob_size = 0;

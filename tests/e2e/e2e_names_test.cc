@@ -1,0 +1,451 @@
+// End-to-end tests of the names a node holds images under: the built shim between a CRI client
+// (playing kubelet, and cri-tools' conformance expectations) and a real containerd, with a real
+// TLS registry with credentials. With `imageNames: requested` (the default) an image pulled
+// through the registry must answer exactly as containerd answers for an image pulled directly
+// under kubelet's name; `imageNames: registry` keeps the registry's names; a runtime without
+// containerd's image API keeps them too and still serves; `pin` marks images `pinned`.
+//
+// What the tests look at is containerd's own view on its own socket: CRI ImageStatus and
+// ListImages, and its image records (containerd.services.images.v1.Images, namespace k8s.io).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "containerd.h"
+#include "containerd_images.pb.h"
+#include "cri_client.h"
+#include "registry.h"
+#include "shim_process.h"
+#include "temp_dir.h"
+#include "test_image.h"
+#include "test_util.h"
+
+namespace shim::testing {
+namespace {
+
+using std::chrono::seconds;
+namespace records = ::imagecrishim::containerd;
+
+constexpr char kUser[] = "names-user";
+constexpr char kPassword[] = "names-pw-5t7u";
+
+const CallOptions kQuick{.timeout = seconds(20)};
+const CallOptions kPull{.timeout = seconds(120)};
+
+std::vector<std::string> Tags(const cri::Image& image) {
+  return {image.repo_tags().begin(), image.repo_tags().end()};
+}
+std::vector<std::string> Digests(const cri::Image& image) {
+  return {image.repo_digests().begin(), image.repo_digests().end()};
+}
+using Names = std::vector<std::string>;
+
+struct ShimSpec {
+  std::string image_names = "";  // "" = the default
+  std::vector<std::string> pin = {};
+};
+
+class NamesE2E : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    try {
+      registry_ =
+          new Registry({.host_name = "registry-a.test", .username = kUser, .password = kPassword});
+      containerd_ = new Containerd();
+    } catch (const std::exception& e) {
+      setup_error_ = e.what();
+    }
+  }
+
+  static void TearDownTestSuite() {
+    delete containerd_;
+    delete registry_;
+    containerd_ = nullptr;
+    registry_ = nullptr;
+  }
+
+  void SetUp() override {
+    if (!setup_error_.empty()) GTEST_FAIL() << "suite setup failed: " << setup_error_;
+    direct_ = std::make_unique<CriClient>(containerd_->Socket());
+  }
+
+  void TearDown() override {
+    for (auto& shim : shims_) {
+      ExitStatus exit = shim->Stop();
+      EXPECT_TRUE(exit.Success()) << exit.ToString();
+      EXPECT_EQ(shim->Log().find(kPassword), std::string::npos) << "the shim logged a password";
+    }
+    shims_.clear();
+  }
+
+  // A shim in front of `runtime` (the suite's containerd by default) with registry A as its
+  // primary; started.
+  ShimProcess& StartShim(const ShimSpec& spec = {}, Containerd* runtime = nullptr) {
+    dirs_.push_back(std::make_unique<TempDir>("shim-names"));
+    const TempDir& dir = *dirs_.back();
+    std::string socket = dir.File("shim.sock");
+    std::string config = dir.File("shim.yaml");
+    std::string yaml = "shim: " + socket + "\n";
+    yaml += "cri: " + (runtime != nullptr ? runtime : containerd_)->Socket() + "\n";
+    yaml += "stateDir: " + dir.File("state") + "\n";
+    yaml += "address: " + registry_->Address() + "\n";
+    yaml += std::string("auth: \"") + kUser + ":" + kPassword + "\"\n";
+    if (!spec.image_names.empty()) yaml += "imageNames: " + spec.image_names + "\n";
+    if (!spec.pin.empty()) {
+      yaml += "pin:\n";
+      for (const auto& p : spec.pin) yaml += "- " + p + "\n";
+    }
+    yaml += "configMap:\n  enabled: false\nmetricsAddress: \"\"\n";
+    WriteFile(config, yaml, 0600);
+    shims_.push_back(std::make_unique<ShimProcess>(
+        ShimOptions{.config_path = config, .socket_path = socket, .debug = true}));
+    shims_.back()->Start();
+    return *shims_.back();
+  }
+
+  // containerd's own CRI view of `name` (or id): the image, or nullopt when absent.
+  std::optional<cri::Image> DirectStatus(const std::string& name, CriClient* client = nullptr) {
+    cri::ImageStatusResponse response;
+    grpc::Status status = (client ? client : direct_.get())->ImageStatus(name, &response, kQuick);
+    EXPECT_TRUE(status.ok()) << Describe(status);
+    if (!response.has_image()) return std::nullopt;
+    return response.image();
+  }
+
+  // containerd's image record `name` in the CRI plugin's namespace, or nullopt (NOT_FOUND).
+  std::optional<records::Image> Record(const std::string& name, Containerd* runtime = nullptr) {
+    CriClient client((runtime ? runtime : containerd_)->Socket());
+    grpc::Status status;
+    auto record = client.ImageRecord(name, &status);
+    if (status.error_code() != grpc::StatusCode::NOT_FOUND) {
+      EXPECT_TRUE(status.ok()) << Describe(status);
+    }
+    return record;
+  }
+
+  // Every image containerd lists with `id`.
+  std::vector<cri::Image> Listed(const std::string& id, CriClient* client = nullptr) {
+    cri::ListImagesResponse all;
+    grpc::Status status = (client ? client : direct_.get())->ListImages("", &all, kQuick);
+    EXPECT_TRUE(status.ok()) << Describe(status);
+    std::vector<cri::Image> out;
+    for (const auto& image : all.images()) {
+      if (image.id() == id) out.push_back(image);
+    }
+    return out;
+  }
+
+  std::string RegistryName(const std::string& repo_tag) const {
+    return registry_->ImageName(repo_tag);
+  }
+
+  static Registry* registry_;
+  static Containerd* containerd_;
+  static std::string setup_error_;
+  std::unique_ptr<CriClient> direct_;
+  std::vector<std::unique_ptr<TempDir>> dirs_;
+  std::vector<std::unique_ptr<ShimProcess>> shims_;  // destroyed before dirs_
+};
+
+Registry* NamesE2E::registry_ = nullptr;
+Containerd* NamesE2E::containerd_ = nullptr;
+std::string NamesE2E::setup_error_;
+
+// Pull by tag through registry A: the image answers under kubelet's name exactly as after a
+// direct pull of that name (one tag, one digest, the same id), at once after the pull's answer
+// and on every repeat; the registry's name is gone; the records say where the image came from.
+TEST_F(NamesE2E, APullByTagIsHeldUnderExactlyTheRequestedName) {
+  TestImage image = PushImage(*registry_, "library/alpha:1");
+  ShimProcess& shim = StartShim();
+  CriClient via_shim(shim.Socket());
+  const std::string held = "docker.io/library/alpha:1";
+  const std::string digest_name = "docker.io/library/alpha@" + image.manifest_digest;
+  for (int round = 0; round < 3; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    std::string image_ref;
+    grpc::Status status = via_shim.PullImage("alpha:1", nullptr, &image_ref, kPull);
+    ASSERT_TRUE(status.ok()) << Describe(status) << "\n" << TailLines(shim.Log());
+    EXPECT_EQ(image_ref, image.image_id);
+    // No wait: kubelet's next call comes right after the answer.
+    for (CriClient* client : {direct_.get(), &via_shim}) {
+      auto found = DirectStatus("alpha:1", client);
+      ASSERT_TRUE(found.has_value()) << client->socket_path();
+      EXPECT_EQ(found->id(), image.image_id);
+      EXPECT_EQ(Tags(*found), Names{held});
+      EXPECT_EQ(Digests(*found), Names{digest_name});
+    }
+    EXPECT_FALSE(DirectStatus(RegistryName("library/alpha:1")).has_value());
+    EXPECT_FALSE(Record(RegistryName("library/alpha:1")).has_value());
+    EXPECT_FALSE(Record(RegistryName("library/alpha") + "@" + image.manifest_digest).has_value());
+    auto listed = Listed(image.image_id, &via_shim);
+    ASSERT_EQ(listed.size(), 1u);
+    EXPECT_EQ(Tags(listed[0]), Names{held});
+    if (round == 1) {  // a removal in between: the next pull starts from nothing
+      ASSERT_TRUE(via_shim.RemoveImage("alpha:1", kQuick).ok());
+      EXPECT_TRUE(Listed(image.image_id).empty());
+    }
+  }
+  for (const std::string& name : {held, digest_name}) {
+    auto record = Record(name);
+    ASSERT_TRUE(record.has_value()) << name;
+    EXPECT_EQ(record->target().digest(), image.manifest_digest);
+    EXPECT_EQ(record->labels().at("io.cri-containerd.image"), "managed");
+    EXPECT_EQ(record->labels().at("io.image-cri-shim.registry"), registry_->Host());
+    EXPECT_EQ(record->labels().at("io.image-cri-shim.pulled-as"), RegistryName("library/alpha:1"));
+  }
+  EXPECT_NE(shim.Log().find("pull alpha:1 -> " + RegistryName("library/alpha:1") + " via " +
+                            registry_->Host() + ": ok"),
+            std::string::npos)
+      << TailLines(shim.Log());
+  EXPECT_NE(shim.Log().find("held as " + held + " and " + digest_name), std::string::npos)
+      << TailLines(shim.Log());
+  EXPECT_NE(shim.Log().find("image names: pulled images are held under the names kubelet asks "
+                            "for"),
+            std::string::npos)
+      << TailLines(shim.Log());
+}
+
+// Pull by digest: RepoDigests holds the requested name with its digest, RepoTags is empty.
+TEST_F(NamesE2E, APullByDigestHasNoTagAndTheRequestedDigestName) {
+  TestImage image = PushImage(*registry_, "library/bydigest:1", "bydigest");
+  ShimProcess& shim = StartShim();
+  CriClient via_shim(shim.Socket());
+  const std::string requested = "bydigest@" + image.manifest_digest;
+  ASSERT_TRUE(via_shim.PullImage(requested, nullptr, nullptr, kPull).ok()) << TailLines(shim.Log());
+  auto found = DirectStatus("docker.io/library/" + requested);
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->id(), image.image_id);
+  EXPECT_TRUE(Tags(*found).empty());
+  EXPECT_EQ(Digests(*found), Names{"docker.io/library/" + requested});
+  EXPECT_FALSE(Record(RegistryName("library/bydigest") + "@" + image.manifest_digest).has_value());
+  // By the short name too, as kubelet asks.
+  auto through = DirectStatus(requested, &via_shim);
+  ASSERT_TRUE(through.has_value());
+  EXPECT_EQ(through->id(), image.image_id);
+}
+
+// Three images: three list entries with their own names; a filter by name gives that one; a
+// removal by name, by id and by digest name leaves nothing in containerd.
+TEST_F(NamesE2E, ThreeImagesAreListedFilteredAndRemovedByTheirOwnNames) {
+  const std::vector<std::string> repos = {"one", "two", "three"};
+  std::vector<TestImage> images;
+  for (const auto& repo : repos) {
+    images.push_back(PushImage(*registry_, "library/" + repo + ":1", "list-" + repo));
+  }
+  ShimProcess& shim = StartShim();
+  CriClient via_shim(shim.Socket());
+  for (const auto& repo : repos) {
+    ASSERT_TRUE(via_shim.PullImage(repo + ":1", nullptr, nullptr, kPull).ok())
+        << TailLines(shim.Log());
+  }
+  for (size_t i = 0; i < repos.size(); ++i) {
+    for (CriClient* client : {direct_.get(), &via_shim}) {
+      auto listed = Listed(images[i].image_id, client);
+      ASSERT_EQ(listed.size(), 1u) << repos[i];
+      EXPECT_EQ(Tags(listed[0]), Names{"docker.io/library/" + repos[i] + ":1"});
+    }
+    cri::ListImagesResponse filtered;
+    ASSERT_TRUE(via_shim.ListImages(repos[i] + ":1", &filtered, kQuick).ok());
+    ASSERT_EQ(filtered.images_size(), 1) << repos[i];
+    EXPECT_EQ(filtered.images(0).id(), images[i].image_id);
+  }
+  ASSERT_TRUE(via_shim.RemoveImage("one:1", kQuick).ok());
+  ASSERT_TRUE(via_shim.RemoveImage(images[1].image_id, kQuick).ok());
+  ASSERT_TRUE(via_shim.RemoveImage("three@" + images[2].manifest_digest, kQuick).ok());
+  for (size_t i = 0; i < repos.size(); ++i) {
+    EXPECT_TRUE(Listed(images[i].image_id).empty()) << repos[i] << " is still listed";
+    EXPECT_FALSE(Record("docker.io/library/" + repos[i] + ":1").has_value()) << repos[i];
+    EXPECT_FALSE(Record(images[i].image_id).has_value()) << repos[i];
+  }
+}
+
+// A re-pushed tag: the second pull moves the name to the new content, as a direct pull would
+// (the old image keeps only its digest name).
+TEST_F(NamesE2E, ARepulledTagMovesToTheNewContent) {
+  TestImage first = PushImage(*registry_, "library/moving:1", "moving-first");
+  ShimProcess& shim = StartShim();
+  CriClient via_shim(shim.Socket());
+  ASSERT_TRUE(via_shim.PullImage("moving:1", nullptr, nullptr, kPull).ok());
+  TestImage second = PushImage(*registry_, "library/moving:1", "moving-second");
+  ASSERT_NE(first.image_id, second.image_id);
+  std::string image_ref;
+  ASSERT_TRUE(via_shim.PullImage("moving:1", nullptr, &image_ref, kPull).ok())
+      << TailLines(shim.Log());
+  EXPECT_EQ(image_ref, second.image_id);
+  auto now = DirectStatus("moving:1", &via_shim);
+  ASSERT_TRUE(now.has_value());
+  EXPECT_EQ(now->id(), second.image_id);
+  EXPECT_EQ(Tags(*now), Names{"docker.io/library/moving:1"});
+  auto old = DirectStatus(first.image_id);
+  ASSERT_TRUE(old.has_value());
+  EXPECT_TRUE(Tags(*old).empty());
+  EXPECT_EQ(Digests(*old), Names{"docker.io/library/moving@" + first.manifest_digest});
+}
+
+// A name that containerd held before the pull (pulled directly under the registry's name) is
+// not the shim's to delete: the image then has both names.
+TEST_F(NamesE2E, ARegistryNameThatExistedBeforeThePullIsKept) {
+  TestImage image = PushImage(*registry_, "library/kept:1", "kept");
+  cri::AuthConfig auth = MakeAuth(kUser, kPassword);
+  ASSERT_TRUE(direct_->PullImage(RegistryName("library/kept:1"), &auth, nullptr, kPull).ok());
+  ShimProcess& shim = StartShim();
+  CriClient via_shim(shim.Socket());
+  ASSERT_TRUE(via_shim.PullImage("kept:1", nullptr, nullptr, kPull).ok());
+  auto found = DirectStatus("kept:1");
+  ASSERT_TRUE(found.has_value());
+  auto tags = Tags(*found);
+  std::sort(tags.begin(), tags.end());
+  EXPECT_EQ(tags, (Names{"docker.io/library/kept:1", RegistryName("library/kept:1")}));
+  EXPECT_NE(shim.Log().find("kept " + RegistryName("library/kept:1") +
+                            " (it was there before this pull)"),
+            std::string::npos)
+      << TailLines(shim.Log());
+}
+
+// Concurrent pulls of one name that do not coalesce (each kubelet call with other credentials)
+// all succeed and leave the image under the requested name only.
+TEST_F(NamesE2E, ConcurrentPullsOfOneNameLeaveItHeldOnce) {
+  TestImage image = PushImage(*registry_, "library/together:1", "together");
+  ShimProcess& shim = StartShim();
+  std::vector<std::thread> threads;
+  std::vector<grpc::Status> results(4);
+  std::vector<std::optional<cri::Image>> seen(4);
+  for (size_t i = 0; i < results.size(); ++i) {
+    threads.emplace_back([&, i] {
+      CriClient client(shim.Socket());
+      cri::AuthConfig auth = MakeAuth("kubelet-" + std::to_string(i), "unused");
+      results[i] = client.PullImage("together:1", &auth, nullptr, kPull);
+      cri::ImageStatusResponse status;
+      if (results[i].ok() && client.ImageStatus("together:1", &status, kQuick).ok() &&
+          status.has_image()) {
+        seen[i] = status.image();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < results.size(); ++i) {
+    ASSERT_TRUE(results[i].ok()) << i << ": " << Describe(results[i]) << TailLines(shim.Log());
+    ASSERT_TRUE(seen[i].has_value()) << i << ": absent right after its pull";
+    EXPECT_EQ(seen[i]->id(), image.image_id);
+  }
+  auto found = DirectStatus("together:1");
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(Tags(*found), Names{"docker.io/library/together:1"});
+  EXPECT_FALSE(Record(RegistryName("library/together:1")).has_value());
+}
+
+// `imageNames: registry`: the image stays under the registry's name; kubelet's name is
+// translated by the shim, not known to containerd.
+TEST_F(NamesE2E, RegistryModeKeepsTheRegistrysName) {
+  TestImage image = PushImage(*registry_, "library/regmode:1", "regmode");
+  ShimProcess& shim = StartShim({.image_names = "registry"});
+  CriClient via_shim(shim.Socket());
+  ASSERT_TRUE(via_shim.PullImage("regmode:1", nullptr, nullptr, kPull).ok());
+  auto stored = DirectStatus(RegistryName("library/regmode:1"));
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_EQ(Tags(*stored), Names{RegistryName("library/regmode:1")});
+  EXPECT_FALSE(DirectStatus("regmode:1").has_value());
+  auto through = DirectStatus("regmode:1", &via_shim);
+  ASSERT_TRUE(through.has_value());
+  EXPECT_EQ(through->id(), image.image_id);
+  EXPECT_NE(shim.Log().find("image names: pulled images stay under the registries' names"),
+            std::string::npos)
+      << TailLines(shim.Log());
+}
+
+// `pin`: images held under a matching name answer pinned, over both CRI versions, in status
+// (by name and by id), in the whole list and in a filtered one; others do not; containerd alone
+// pins nothing.
+TEST_F(NamesE2E, PinnedFollowsThePinRulesOverV1AndV1alpha2) {
+  TestImage pinned = PushImage(*registry_, "platform/agent:1", "pin-agent");
+  TestImage free = PushImage(*registry_, "library/free:1", "pin-free");
+  ShimProcess& shim = StartShim({.pin = {"docker.io/platform"}});
+  {
+    CriClient via_shim(shim.Socket());
+    ASSERT_TRUE(via_shim.PullImage("platform/agent:1", nullptr, nullptr, kPull).ok());
+    ASSERT_TRUE(via_shim.PullImage("free:1", nullptr, nullptr, kPull).ok());
+  }
+  for (const std::string api : {"v1", "v1alpha2"}) {
+    SCOPED_TRACE(api);
+    CriClient via_shim(shim.Socket(), api);
+    for (const auto& [name, image, expected] :
+         {std::tuple{std::string("platform/agent:1"), pinned, true},
+          std::tuple{std::string("free:1"), free, false}}) {
+      auto by_name = DirectStatus(name, &via_shim);
+      ASSERT_TRUE(by_name.has_value()) << name;
+      EXPECT_EQ(by_name->pinned(), expected) << name;
+      auto by_id = DirectStatus(image.image_id, &via_shim);
+      ASSERT_TRUE(by_id.has_value()) << name;
+      EXPECT_EQ(by_id->pinned(), expected) << name << " by id";
+      auto listed = Listed(image.image_id, &via_shim);
+      ASSERT_EQ(listed.size(), 1u) << name;
+      EXPECT_EQ(listed[0].pinned(), expected) << name << " in the list";
+      cri::ListImagesResponse filtered;
+      ASSERT_TRUE(via_shim.ListImages(name, &filtered, kQuick).ok());
+      ASSERT_EQ(filtered.images_size(), 1) << name;
+      EXPECT_EQ(filtered.images(0).pinned(), expected) << name << " in a filtered list";
+      auto direct = DirectStatus(name);
+      ASSERT_TRUE(direct.has_value());
+      EXPECT_FALSE(direct->pinned()) << "containerd itself pinned " << name;
+    }
+  }
+}
+
+// Restarts of the shim and of containerd keep every name: they are containerd's records.
+TEST_F(NamesE2E, NamesSurviveRestartsOfTheShimAndOfContainerd) {
+  Containerd own;
+  TestImage image = PushImage(*registry_, "library/durable:1", "durable");
+  {
+    ShimProcess& shim = StartShim({}, &own);
+    CriClient via_shim(shim.Socket());
+    ASSERT_TRUE(via_shim.PullImage("durable:1", nullptr, nullptr, kPull).ok())
+        << TailLines(shim.Log());
+  }
+  TearDown();  // the shim stops
+  own.Restart();
+  ShimProcess& shim = StartShim({}, &own);
+  CriClient via_shim(shim.Socket());
+  CriClient direct(own.Socket());
+  for (CriClient* client : {&direct, &via_shim}) {
+    auto found = DirectStatus("durable:1", client);
+    ASSERT_TRUE(found.has_value()) << client->socket_path();
+    EXPECT_EQ(found->id(), image.image_id);
+    EXPECT_EQ(Tags(*found), Names{"docker.io/library/durable:1"});
+    EXPECT_EQ(Digests(*found), Names{"docker.io/library/durable@" + image.manifest_digest});
+  }
+  EXPECT_FALSE(DirectStatus(RegistryName("library/durable:1"), &direct).has_value());
+}
+
+// A runtime that does not serve containerd's image API (here containerd with that service
+// disabled, as CRI-O and cri-dockerd answer): the shim says so at start, pulls still work, the
+// image stays under the registry's name and kubelet's name still resolves.
+TEST_F(NamesE2E, ARuntimeWithoutTheImageApiKeepsRegistryNamesAndServes) {
+  Containerd other({.without_image_api = true});
+  TestImage image = PushImage(*registry_, "library/elsewhere:1", "elsewhere");
+  ShimProcess& shim = StartShim({}, &other);
+  CriClient via_shim(shim.Socket());
+  CriClient direct(other.Socket());
+  std::string image_ref;
+  grpc::Status status = via_shim.PullImage("elsewhere:1", nullptr, &image_ref, kPull);
+  ASSERT_TRUE(status.ok()) << Describe(status) << TailLines(shim.Log());
+  EXPECT_EQ(image_ref, image.image_id);
+  auto stored = DirectStatus(RegistryName("library/elsewhere:1"), &direct);
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_EQ(Tags(*stored), Names{RegistryName("library/elsewhere:1")});
+  auto through = DirectStatus("elsewhere:1", &via_shim);
+  ASSERT_TRUE(through.has_value());
+  EXPECT_EQ(through->id(), image.image_id);
+  EXPECT_NE(shim.Log().find("image names: the runtime does not serve containerd's image API "
+                            "(UNIMPLEMENTED"),
+            std::string::npos)
+      << TailLines(shim.Log());
+}
+
+}  // namespace
+}  // namespace shim::testing
