@@ -1,8 +1,10 @@
 // The pure parts of the image-call handling: which calls are intercepted, how a runtime's
-// failure is read, and the bounded memory of where images were stored.
+// failure is read, the bounded memory of where images were stored, the names an image is held
+// under and which of them are pinned.
 #include <gtest/gtest.h>
 
 #include "cri/image_locations.h"
+#include "cri/image_names.h"
 #include "cri/method.h"
 #include "cri/pull_failure.h"
 
@@ -132,6 +134,101 @@ TEST(ImageLocations, RemembersFindsForgetsAndStaysBounded) {
   locations.Forget("docker.io/library/a:1");
   EXPECT_FALSE(locations.Find("docker.io/library/a:1"));
   EXPECT_EQ(locations.size(), 2u);
+}
+
+constexpr char kDigest[] =
+    "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+constexpr char kOther[] = "sha256:fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+
+image::Reference Parse(const std::string& text) {
+  auto reference = image::ParseReference(text);
+  EXPECT_TRUE(reference.ok()) << text;
+  return *reference;
+}
+
+// As containerd's CRI plugin names the records of a pull (getRepoDigestAndTag).
+TEST(RecordNames, FollowContainerdForTagDigestAndBoth) {
+  RecordNames by_tag = RecordNamesFor(Parse("nginx:latest"), kDigest);
+  EXPECT_EQ(by_tag.tag, "docker.io/library/nginx:latest");
+  EXPECT_EQ(by_tag.digest, std::string("docker.io/library/nginx@") + kDigest);
+  EXPECT_EQ(by_tag.All(), (std::vector<std::string>{by_tag.tag, by_tag.digest}));
+
+  RecordNames untagged = RecordNamesFor(Parse("registry.k8s.io/pause"), kDigest);
+  EXPECT_EQ(untagged.tag, "registry.k8s.io/pause:latest");
+
+  // By digest: the requested digest names the record, whatever the manifest's target says
+  // (they agree for a manifest digest; an index digest is the target too).
+  RecordNames by_digest = RecordNamesFor(Parse(std::string("nginx@") + kOther), kDigest);
+  EXPECT_EQ(by_digest.tag, "");
+  EXPECT_EQ(by_digest.digest, std::string("docker.io/library/nginx@") + kOther);
+  EXPECT_EQ(by_digest.All(), std::vector<std::string>{by_digest.digest});
+
+  RecordNames both = RecordNamesFor(Parse(std::string("quay.io/org/app:1.2@") + kOther), kDigest);
+  EXPECT_EQ(both.tag, "");
+  EXPECT_EQ(both.digest, std::string("quay.io/org/app:1.2@") + kOther);
+  EXPECT_EQ(both.All().size(), 1u);
+
+  RecordNames port = RecordNamesFor(Parse("localhost:5000/team/app:v1"), kDigest);
+  EXPECT_EQ(port.tag, "localhost:5000/team/app:v1");
+  EXPECT_EQ(port.digest, std::string("localhost:5000/team/app@") + kDigest);
+}
+
+TEST(Pin, MatchesWholePathComponentsOfTheRepository) {
+  const std::vector<std::string> pin = {"registry.k8s.io/pause/", "registry.company.com/platform/",
+                                        "docker.io/library/busybox/"};
+  EXPECT_TRUE(IsPinned("registry.k8s.io/pause:3.9", pin));
+  EXPECT_TRUE(IsPinned(std::string("registry.k8s.io/pause@") + kDigest, pin));
+  EXPECT_TRUE(IsPinned("registry.company.com/platform/agent:1", pin));
+  EXPECT_TRUE(IsPinned("registry.company.com/platform/team/agent:1", pin));
+  EXPECT_TRUE(IsPinned("busybox:1.36", pin));  // normalised before matching
+  EXPECT_FALSE(IsPinned("registry.k8s.io/pause-extra:1", pin));
+  EXPECT_FALSE(IsPinned("registry.k8s.io/pausex:1", pin));
+  EXPECT_FALSE(IsPinned("registry.company.com/platformer/agent:1", pin));
+  EXPECT_FALSE(IsPinned("registry.company.com/other/platform:1", pin));
+  EXPECT_FALSE(IsPinned("docker.io/library/nginx:1", pin));
+  EXPECT_FALSE(IsPinned("not a name", pin));
+  EXPECT_FALSE(IsPinned("registry.k8s.io/pause:3.9", {}));
+}
+
+TEST(Pin, MarksAnImageByAnyOfItsNamesOnlyOnce) {
+  const std::vector<std::string> pin = {"registry.k8s.io/pause/"};
+  imagecrishim::cri::Image by_digest;
+  by_digest.add_repo_tags("docker.io/library/other:1");
+  by_digest.add_repo_digests(std::string("registry.k8s.io/pause@") + kDigest);
+  EXPECT_TRUE(MarkPinned(by_digest, pin));
+  EXPECT_TRUE(by_digest.pinned());
+  EXPECT_FALSE(MarkPinned(by_digest, pin)) << "already pinned: nothing to re-encode";
+
+  imagecrishim::cri::Image free;
+  free.add_repo_tags("docker.io/library/nginx:1");
+  EXPECT_FALSE(MarkPinned(free, pin));
+  EXPECT_FALSE(free.pinned());
+
+  // The runtime's own pin stays, with or without rules.
+  imagecrishim::cri::Image runtime_pinned;
+  runtime_pinned.set_pinned(true);
+  EXPECT_FALSE(MarkPinned(runtime_pinned, {}));
+  EXPECT_TRUE(runtime_pinned.pinned());
+}
+
+// Fields the shim does not declare (uid, username) survive the re-encoding a pin needs.
+TEST(Pin, KeepsUndeclaredFieldsOfTheImage) {
+  // Image{id: "sha256:x", repo_tags: ["registry.k8s.io/pause:3.9"], uid(5): {value: 7},
+  // username(6): "nobody"}
+  std::string wire;
+  imagecrishim::cri::Image image;
+  image.set_id("sha256:x");
+  image.add_repo_tags("registry.k8s.io/pause:3.9");
+  wire = image.SerializeAsString();
+  wire += std::string("\x2a\x02\x08\x07", 4);     // field 5, length 2: Int64Value{value: 7}
+  wire += std::string("\x32\x06", 2) + "nobody";  // field 6: "nobody"
+  imagecrishim::cri::Image parsed;
+  ASSERT_TRUE(parsed.ParseFromString(wire));
+  ASSERT_TRUE(MarkPinned(parsed, {"registry.k8s.io/pause/"}));
+  std::string again = parsed.SerializeAsString();
+  EXPECT_NE(again.find(std::string("\x2a\x02\x08\x07", 4)), std::string::npos);
+  EXPECT_NE(again.find("nobody"), std::string::npos);
+  EXPECT_NE(again.find(std::string("\x40\x01", 2)), std::string::npos);  // pinned(8): true
 }
 
 }  // namespace

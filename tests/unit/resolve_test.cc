@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 
+#include <yaml-cpp/yaml.h>
 #include "config/inputs.h"
 #include "config/loader.h"
 #include "config/state_dir.h"
@@ -403,6 +404,43 @@ TEST_F(StateDirTest, AStateDirectoryThatIsALinkIsRefused) {
   ASSERT_FALSE(saved.ok());
   EXPECT_NE(saved.message().find(dir_), std::string::npos) << saved.message();
   EXPECT_FALSE(std::filesystem::exists(root_ + "/real/configmap.yaml"));
+}
+
+// The examples the project ships (deploy/config.yaml as the node's file, deploy/configmap.yaml
+// with the Secret of deploy/secret-example.yaml) resolve without an error or a warning, and every
+// key the ConfigMap example sets is taken from it.
+TEST(Resolve, TheShippedExamplesResolveCleanly) {
+  auto read = [](const std::string& name) {
+    std::ifstream in(std::string(SHIM_SOURCE_DIR) + "/deploy/" + name);
+    std::stringstream text;
+    text << in.rdbuf();
+    EXPECT_FALSE(text.str().empty()) << name;
+    return text.str();
+  };
+  ConfigInputs inputs;
+  inputs.file_path = "deploy/config.yaml";
+  inputs.file_text = read("config.yaml");
+  YAML::Node configmap = YAML::Load(read("configmap.yaml"));
+  YAML::Node secret = YAML::Load(read("secret-example.yaml"));
+  DockerConfig registry_secret;
+  registry_secret.auths.push_back({"registry.company.com", DockerAuth{"admin", "change-me", ""}});
+  ASSERT_EQ(secret["metadata"]["name"].as<std::string>(), "image-cri-shim-registry");
+  ASSERT_NE(secret["stringData"][".dockerconfigjson"].as<std::string>().find("change-me"),
+            std::string::npos);
+  inputs.configmap =
+      ConfigMapInput{.namespace_ = "kube-system",
+                     .name = "image-cri-shim",
+                     .key = "registries.yaml",
+                     .payload = configmap["data"]["registries.yaml"].as<std::string>(),
+                     .secrets = {{"image-cri-shim-registry", registry_secret}}};
+  Resolved r = Resolve(inputs);
+  ASSERT_TRUE(r.ok()) << Messages(r);
+  EXPECT_TRUE(r.warnings.empty()) << Messages(r);
+  EXPECT_EQ(r.config->image_names, ImageNames::kRequested);
+  EXPECT_EQ(r.config->pin, std::vector<std::string>{"registry.k8s.io/pause/"});
+  for (const char* key : {"address", "auth", "timeout", "imageNames", "pin"}) {
+    EXPECT_EQ(r.origins[key].substr(0, 9), "ConfigMap") << key;
+  }
 }
 
 }  // namespace
