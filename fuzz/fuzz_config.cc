@@ -1,7 +1,10 @@
 // Fuzz target: the configuration loader (src/config/loader.h ParseConfig) on arbitrary YAML,
 // and the Go-style durations it reads. Properties: never throws, never crashes; an accepted
-// configuration has its primary registry, an `imageNames` that is one of its two values and
-// `pin` entries that are normalised prefixes (each once, ending in '/'); what --dry-run prints
+// configuration has its primary registry, an `imageNames` that is one of its two values,
+// `pin`, `allow` and `deny` entries that are normalised prefixes (each once, ending in '/'),
+// `registries[].namespaces` entries that are namespace names or the start of one and '*' (each
+// once), and `prePull` entries that are image references printed in the form they parse back to
+// (each once, no image id); what --dry-run prints
 // (ToMaskedYaml) is itself a valid configuration equal to the original up to masked passwords,
 // and shows no password; a parsed duration prints in a form that parses back to the same value.
 #include <chrono>
@@ -9,6 +12,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "config/loader.h"
 #include "fuzz_check.h"
@@ -52,6 +56,40 @@ bool IsPrintableUtf8(std::string_view text) {
   return true;
 }
 
+// Checked here apart from the loader's own check: a namespace name (a DNS label), or the start
+// of one followed by one '*'.
+bool IsNamespacePattern(std::string_view text) {
+  bool prefix = text.ends_with('*');
+  if (prefix) text.remove_suffix(1);
+  if (text.empty()) return prefix;
+  if (text.size() > 63) return false;
+  auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  for (char c : text) {
+    if (!alnum(c) && c != '-') return false;
+  }
+  return alnum(text.front()) && (alnum(text.back()) || (prefix && text.size() < 63));
+}
+
+template <typename Check>
+void CheckEach(const char* key, const std::vector<std::string>& list, Check valid) {
+  for (size_t i = 0; i < list.size(); ++i) {
+    FUZZ_CHECK(valid(list[i]), "%s[%zu] \"%s\" is not in its normal form", key, i, list[i].c_str());
+    for (size_t j = 0; j < i; ++j) {
+      FUZZ_CHECK(list[j] != list[i], "%s \"%s\" listed twice", key, list[i].c_str());
+    }
+  }
+}
+
+bool IsNormalisedPrefix(const std::string& p) {
+  shim::StatusOr<std::string> again = shim::image::NormalisePrefix(p);
+  return p.ends_with('/') && again.ok() && *again == p;
+}
+
+bool IsNormalisedReference(const std::string& r) {
+  shim::StatusOr<shim::image::Reference> again = shim::image::ParseReference(r);
+  return !shim::image::LooksLikeImageId(r) && again.ok() && again->String() == r;
+}
+
 void CheckDuration(const std::string& text) {
   std::chrono::milliseconds value{};
   if (!config::ParseDuration(text, &value)) return;
@@ -80,15 +118,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(c.image_names == config::ImageNames::kRequested ||
                  c.image_names == config::ImageNames::kRegistry,
              "imageNames is neither value: %d", static_cast<int>(c.image_names));
-  for (size_t i = 0; i < c.pin.size(); ++i) {
-    const std::string& p = c.pin[i];
-    shim::StatusOr<std::string> again = shim::image::NormalisePrefix(p);
-    FUZZ_CHECK(p.ends_with('/') && again.ok() && *again == p,
-               "pin[%zu] \"%s\" is not a normalised prefix", i, p.c_str());
-    for (size_t j = 0; j < i; ++j) {
-      FUZZ_CHECK(c.pin[j] != p, "pin \"%s\" listed twice", p.c_str());
-    }
-  }
+  CheckEach("pin", c.pin, IsNormalisedPrefix);
+  CheckEach("allow", c.allow, IsNormalisedPrefix);
+  CheckEach("deny", c.deny, IsNormalisedPrefix);
+  CheckEach("prePull", c.pre_pull, IsNormalisedReference);
+  for (const auto& r : c.registries) CheckEach("namespaces", r.namespaces, IsNamespacePattern);
 
   // No password shows: the printed form is the same whatever the passwords are.
   std::string masked = config::ToMaskedYaml(c);

@@ -2,12 +2,14 @@
 // Input: "<local file>\n%%%%\n<payload>", or a payload alone merged with a fixed local file.
 // Properties: never throws, never crashes; an accepted merge keeps the node's own keys (shim,
 // cri, configMap, metricsAddress, stateDir) from the local file, lists each registry once,
-// takes `imageNames` and `pin` whole from one source (the payload's when it sets them, else the
-// file's), gives every value an origin that ToMaskedYaml can print, and is a function of its
-// inputs (resolving the same inputs again gives the same configuration).
+// takes `imageNames`, `pin`, `allow`, `deny` and `prePull` whole from one source (the payload's
+// when it sets them, else the file's) and each registry's `namespaces` likewise, gives every
+// value an origin that ToMaskedYaml can print, and is a function of its inputs (resolving the
+// same inputs again gives the same configuration).
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "config/configmap.h"
 #include "config/loader.h"
@@ -25,9 +27,13 @@ registries:
   - address: http://backup.example.com:5000/cache
     auth: "backup:backup-password"
     prefixes: [quay.io/, docker.io/team/]
+    namespaces: [team-b, "ci-*"]
 timeout: 10m
 imageNames: registry
 pin: [registry.k8s.io/pause, docker.io/team/base/]
+allow: [quay.io/, docker.io/team/, registry.k8s.io]
+deny: [docker.io/team/bad]
+prePull: [registry.k8s.io/pause:3.9, quay.io/org/agent:1]
 configMap:
   namespace: fuzz-system
   name: fuzz-shim
@@ -76,6 +82,25 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                "imageNames is neither the payload's nor the file's");
     FUZZ_CHECK(from_payload("pin") || c.pin == l.pin,
                "pin is neither the payload's nor the file's");
+    FUZZ_CHECK(from_payload("allow") || c.allow == l.allow,
+               "allow is neither the payload's nor the file's");
+    FUZZ_CHECK(from_payload("deny") || c.deny == l.deny,
+               "deny is neither the payload's nor the file's");
+    FUZZ_CHECK(from_payload("prePull") || c.pre_pull == l.pre_pull,
+               "prePull is neither the payload's nor the file's");
+    // A registry's namespaces not given by the payload are the file's for that registry.
+    for (size_t i = 0; i < c.registries.size(); ++i) {
+      const config::Registry& r = c.registries[i];
+      std::string path =
+          i == 0 ? "namespaces" : "registries[" + std::to_string(i - 1) + "].namespaces";
+      if (from_payload(path.c_str())) continue;
+      std::vector<std::string> file_namespaces;
+      for (const config::Registry& f : l.registries) {
+        if (f.host == r.host && f.path == r.path) file_namespaces = f.namespaces;
+      }
+      FUZZ_CHECK(r.namespaces == file_namespaces,
+                 "registry %s: namespaces neither the payload's nor the file's", r.address.c_str());
+    }
   }
   FUZZ_CHECK(!c.registries.empty(), "accepted without a primary registry");
   for (size_t i = 0; i < c.registries.size(); ++i) {

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace shim::config {
@@ -28,6 +29,10 @@ struct Registry {
   // Normalised source prefixes ("docker.io/myteam/", "quay.io/"): this registry serves only
   // images whose normalised name starts with one of them. Empty = serves every image.
   std::vector<std::string> prefixes;
+  // Namespace patterns (`namespaces`): exact names ("team-b") or a prefix and '*' ("tenant-*",
+  // "*"). This registry, and so its credentials, serves only pulls whose pod sandbox namespace
+  // matches one (NamespaceMatches); a pull without a pod never. Empty = serves every pull.
+  std::vector<std::string> namespaces;
   std::string ca_file;                // extra CA for probing this registry ("" = system store)
   bool insecure_skip_verify = false;  // probing only; warned about at start
   bool operator==(const Registry&) const = default;
@@ -68,6 +73,13 @@ struct Config {
   // `pin`: normalised image prefixes ("registry.k8s.io/pause/", as `prefixes`). Images held
   // under a matching name are reported `pinned`, so kubelet's image GC keeps them.
   std::vector<std::string> pin;
+  // `allow` and `deny`: normalised image prefixes, as `pin`. A pull whose normalised requested
+  // name matches a `deny` entry, or no `allow` entry when `allow` is not empty, is refused.
+  std::vector<std::string> allow;
+  std::vector<std::string> deny;
+  // `prePull`: normalised image references (image::Reference::String()), each once, pulled
+  // through the shim at start and whenever the list changes.
+  std::vector<std::string> pre_pull;
   // `stateDir`: the last ConfigMap input that was applied is kept here, so a restart while the
   // API server is unreachable serves it. "" = nothing is kept.
   std::string state_dir = "/var/lib/image-cri-shim";
@@ -79,5 +91,10 @@ using ConfigPtr = std::shared_ptr<const Config>;
 
 // "user:****" for a credential, "" for anonymous: the only form credentials are shown in.
 std::string Masked(const Credentials& credentials);
+
+// Whether the namespace `ns` matches one of `patterns` (Registry::namespaces): equal to an exact
+// entry, or starting with the part before the '*' of a "prefix*" entry ("*" matches any). An
+// empty `ns` (a pull without a pod) matches nothing.
+bool NamespaceMatches(const std::vector<std::string>& patterns, std::string_view ns);
 
 }  // namespace shim::config

@@ -13,8 +13,8 @@ namespace {
 
 // Keys of the payload that map one to one onto keys of the local file.
 const std::vector<std::string> kCopiedKeys = {
-    "address", "auth",           "registries",       "force",      "debug",
-    "timeout", "reloadInterval", "fallbackToOrigin", "imageNames", "pin"};
+    "address",          "auth",       "registries", "force", "debug", "timeout", "reloadInterval",
+    "fallbackToOrigin", "imageNames", "pin",        "allow", "deny",  "prePull"};
 // Keys that describe the node itself: accepted in the payload only to be ignored with a warning.
 const std::vector<std::string> kNodeKeys = {"shim", "cri", "configMap", "metricsAddress",
                                             "stateDir"};
@@ -276,7 +276,7 @@ class PayloadConverter {
       } else {
         Warn(key,
              "unknown key, ignored (known keys: version, sealos, registries, reloadInterval, "
-             "force, debug, timeout, fallbackToOrigin, imageNames, pin)");
+             "force, debug, timeout, fallbackToOrigin, imageNames, pin, allow, deny, prePull)");
       }
     }
     if (root["authSecret"]) {

@@ -6,9 +6,12 @@
 //
 //   version: "v1"
 //   sealos:   {address: URL, auth: {username: U, password: P}}   # the primary registry
-//   registries: [{address: URL, auth: {username: U, password: P}, prefixes: [...], ...}]
+//   registries: [{address: URL, auth: {username: U, password: P}, prefixes: [...],
+//                 namespaces: [team-b, "tenant-*"], ...}]
 //   reloadInterval: "60s"   force: true   debug: false   timeout: "20m"   fallbackToOrigin: false
 //   imageNames: requested   pin: [registry.k8s.io/pause, ...]
+//   allow: [registry.company.com/, ...]   deny: [docker.io/evil/, ...]
+//   prePull: [registry.k8s.io/pause:3.9, ...]
 //
 // and also the local file's own forms (`address` and `auth: "user:password"` at the top,
 // `auth: "user:password"` in a registry).

@@ -27,6 +27,9 @@ const std::vector<ScalarKey>& ScalarKeys() {
       {"imageNames", [](Config& d, const Config& s) { d.image_names = s.image_names; }},
       // The payload's list replaces the file's whole, like `registries`: `pin: []` empties it.
       {"pin", [](Config& d, const Config& s) { d.pin = s.pin; }},
+      {"allow", [](Config& d, const Config& s) { d.allow = s.allow; }},
+      {"deny", [](Config& d, const Config& s) { d.deny = s.deny; }},
+      {"prePull", [](Config& d, const Config& s) { d.pre_pull = s.pre_pull; }},
   };
   return keys;
 }
@@ -44,7 +47,8 @@ const std::vector<std::pair<const char*, std::vector<const char*>>>& NodeKeys() 
   return keys;
 }
 
-const char* const kRegistryFields[] = {"address", "auth", "prefixes", "ca", "insecureSkipVerify"};
+const char* const kRegistryFields[] = {"address",    "auth", "prefixes",
+                                       "namespaces", "ca",   "insecureSkipVerify"};
 
 void CopyRegistryField(const std::string& field, Registry& into, const Registry& from) {
   if (field == "address") {
@@ -56,6 +60,8 @@ void CopyRegistryField(const std::string& field, Registry& into, const Registry&
     into.auth = from.auth;
   } else if (field == "prefixes") {
     into.prefixes = from.prefixes;
+  } else if (field == "namespaces") {
+    into.namespaces = from.namespaces;
   } else if (field == "ca") {
     into.ca_file = from.ca_file;
   } else if (field == "insecureSkipVerify") {

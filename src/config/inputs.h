@@ -84,13 +84,13 @@ struct Resolved {
 //   local file sets them (in the payload they are ignored with a warning).
 // - Every other top-level key the payload sets wins over the file's; a key it leaves out keeps
 //   the file's value (a payload without `registries` keeps the file's list). A list such as
-//   `pin` is replaced whole, never joined with the file's.
+//   `pin`, `allow`, `deny` or `prePull` is replaced whole, never joined with the file's.
 // - The registry list is the primary (the payload's if it names one, else the file's) followed by
 //   `registries` (the payload's if it has the key, else the file's). Each registry (host and
-//   path) appears once, at its first position. Its settings are the file's for that registry,
-//   with every setting the payload gives for it winning: so a payload that promotes the file's
-//   backup to primary keeps that backup's credentials, and a registry's credentials never go
-//   to another registry.
+//   path) appears once, at its first position. Its settings (`auth`, `prefixes`, `namespaces`,
+//   ...) are the file's for that registry, with every setting the payload gives for it winning:
+//   so a payload that promotes the file's backup to primary keeps that backup's credentials and
+//   namespaces, and a registry's credentials never go to another registry.
 // - A payload `auth` without an address is the credentials of the primary the file names.
 // - A duplicate inside one source is that source's error; the merge itself adds none.
 Resolved Resolve(const ConfigInputs& inputs);

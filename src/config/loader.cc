@@ -58,6 +58,21 @@ bool IsDnsLabel(std::string_view text) {
   return std::all_of(text.begin(), text.end(), [&](char c) { return ok(c) || c == '-'; });
 }
 
+// An entry of `registries[].namespaces`: a namespace name (a DNS label), or the start of one
+// followed by a single '*' ("tenant-*"; "*" alone matches every namespace).
+bool IsNamespacePattern(std::string_view text) {
+  if (!text.ends_with('*')) return IsDnsLabel(text);
+  std::string_view start = text.substr(0, text.size() - 1);
+  if (start.empty()) return true;
+  // Some label begins with `start`: it has a label's characters, begins with a letter or digit,
+  // and leaves room for a last letter or digit.
+  auto ok = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  if (!ok(start.front()) || start.size() > 63 || (start.size() == 63 && !ok(start.back()))) {
+    return false;
+  }
+  return std::all_of(start.begin(), start.end(), [&](char c) { return ok(c) || c == '-'; });
+}
+
 bool IsDnsSubdomain(std::string_view text) {
   if (text.empty() || text.size() > 253) return false;
   size_t start = 0;
@@ -313,8 +328,8 @@ class Parser {
     return true;
   }
 
-  // A list of source prefixes (`registries[].prefixes`, `pin`) into `out`: normalised
-  // (image::NormalisePrefix), each once, in the order given.
+  // A list of source prefixes (`registries[].prefixes`, `pin`, `allow`, `deny`) into `out`:
+  // normalised (image::NormalisePrefix), each once, in the order given.
   void Prefixes(const YAML::Node& node, const std::string& key, std::vector<std::string>* out) {
     if (node.IsNull()) return;
     if (!node.IsSequence()) {
@@ -339,14 +354,82 @@ class Parser {
     }
   }
 
+  // `registries[].namespaces` into `out`: namespace names or "prefix*" patterns, each once, in
+  // the order given. Case is not folded: Kubernetes namespace names are lower case.
+  void Namespaces(const YAML::Node& node, const std::string& key, std::vector<std::string>* out) {
+    if (node.IsNull()) return;
+    if (!node.IsSequence()) {
+      Error(key, "expected a list of namespaces such as [team-b, \"tenant-*\"], found " +
+                     std::string(KindOf(node)));
+      return;
+    }
+    for (size_t i = 0; i < node.size(); ++i) {
+      std::string item_key = key + "[" + std::to_string(i) + "]";
+      if (!node[i].IsScalar()) {
+        Error(item_key, "expected a string, found " + std::string(KindOf(node[i])));
+        continue;
+      }
+      const std::string& pattern = node[i].Scalar();
+      if (!IsNamespacePattern(pattern)) {
+        Error(item_key, Quote(pattern) +
+                            " is not a namespace name or a namespace prefix followed by '*' "
+                            "(lower-case letters, digits and '-', starting and ending with a "
+                            "letter or digit, at most 63 characters: team-b, \"tenant-*\", "
+                            "\"*\")");
+        continue;
+      }
+      if (std::find(out->begin(), out->end(), pattern) == out->end()) out->push_back(pattern);
+    }
+  }
+
+  // `prePull`: image references, validated and normalised (image::Reference::String()), each
+  // once, in the order given. Image ids are refused: a pull needs a name.
+  void PrePull(const YAML::Node& node) {
+    if (node.IsNull()) return;
+    if (!node.IsSequence()) {
+      Error("prePull",
+            "expected a list of image references such as [registry.k8s.io/pause:3.9], found " +
+                std::string(KindOf(node)));
+      return;
+    }
+    for (size_t i = 0; i < node.size(); ++i) {
+      std::string item_key = "prePull[" + std::to_string(i) + "]";
+      if (!node[i].IsScalar()) {
+        Error(item_key, "expected a string, found " + std::string(KindOf(node[i])));
+        continue;
+      }
+      const std::string& text = node[i].Scalar();
+      if (image::LooksLikeImageId(text)) {
+        Error(item_key, Quote(text) +
+                            " is an image id, not an image reference: give the image's name "
+                            "(e.g. registry.k8s.io/pause:3.9 or nginx@sha256:<64 hex>)");
+        continue;
+      }
+      StatusOr<image::Reference> reference = image::ParseReference(text);
+      if (!reference.ok()) {
+        // The reason alone: the message of ParseReference repeats the value first.
+        std::string reason = reference.status().message();
+        std::string repeated = "invalid image reference \"" + text + "\": ";
+        if (reason.starts_with(repeated)) reason.erase(0, repeated.size());
+        Error(item_key, Quote(text) + " is not an image reference: " + reason);
+        continue;
+      }
+      std::string normalised = reference->String();
+      if (std::find(config_.pre_pull.begin(), config_.pre_pull.end(), normalised) ==
+          config_.pre_pull.end()) {
+        config_.pre_pull.push_back(std::move(normalised));
+      }
+    }
+  }
+
   std::optional<Registry> RegistryEntry(const YAML::Node& node, const std::string& key,
                                         std::set<std::string>* keys_given) {
     if (!node.IsMap()) {
       Error(key, "expected a map with address and auth, found " + std::string(KindOf(node)));
       return std::nullopt;
     }
-    Entries entries =
-        MapEntries(node, key, {"address", "auth", "prefixes", "ca", "insecureSkipVerify"});
+    Entries entries = MapEntries(
+        node, key, {"address", "auth", "prefixes", "namespaces", "ca", "insecureSkipVerify"});
     for (const auto& [name, value] : entries) keys_given->insert(name);
     Registry registry;
     bool ok = true;
@@ -364,6 +447,9 @@ class Parser {
     size_t errors = result_.errors.size();
     if (const YAML::Node* prefixes = Find(entries, "prefixes")) {
       Prefixes(*prefixes, key + ".prefixes", &registry.prefixes);
+    }
+    if (const YAML::Node* namespaces = Find(entries, "namespaces")) {
+      Namespaces(*namespaces, key + ".namespaces", &registry.namespaces);
     }
     if (const YAML::Node* ca = Find(entries, "ca")) {
       if (std::optional<std::string> value = String(*ca, key + ".ca")) {
@@ -461,7 +547,7 @@ class Parser {
       entries = MapEntries(root, "",
                            {"shim", "cri", "address", "auth", "registries", "force", "debug",
                             "timeout", "reloadInterval", "fallbackToOrigin", "imageNames", "pin",
-                            "configMap", "metricsAddress", "stateDir"});
+                            "allow", "deny", "prePull", "configMap", "metricsAddress", "stateDir"});
     }
     for (const auto& [name, value] : entries) result_.keys.insert(name);
 
@@ -543,6 +629,9 @@ class Parser {
     }
     if (const YAML::Node* node = Find(entries, "imageNames")) ImageNamesKey(*node);
     if (const YAML::Node* node = Find(entries, "pin")) Prefixes(*node, "pin", &config_.pin);
+    if (const YAML::Node* node = Find(entries, "allow")) Prefixes(*node, "allow", &config_.allow);
+    if (const YAML::Node* node = Find(entries, "deny")) Prefixes(*node, "deny", &config_.deny);
+    if (const YAML::Node* node = Find(entries, "prePull")) PrePull(*node);
     if (const YAML::Node* node = Find(entries, "timeout")) {
       PositiveDuration(*node, "timeout", &config_.timeout);
     }
@@ -711,6 +800,11 @@ std::string ToMaskedYaml(const Config& config, const Origins* origins) {
     out << YAML::Key << key << YAML::Value << v;
     source(path);
   };
+  auto list = [&](const std::string& key, const std::string& path,
+                  const std::vector<std::string>& items) {
+    out << YAML::Key << key << YAML::Value << YAML::Flow << items;
+    source(path);
+  };
   out << YAML::BeginMap;
   value("shim", "shim", config.shim_socket);
   value("cri", "cri", config.cri_socket);
@@ -718,9 +812,12 @@ std::string ToMaskedYaml(const Config& config, const Origins* origins) {
     value("address", prefix + "address", r.address);
     value("auth", prefix + "auth", Masked(r.auth));
     // The primary has no more keys in the file; a promoted backup may bring them.
-    if (primary && r.prefixes.empty() && r.ca_file.empty() && !r.insecure_skip_verify) return;
-    out << YAML::Key << "prefixes" << YAML::Value << YAML::Flow << r.prefixes;
-    source(prefix + "prefixes");
+    if (primary && r.prefixes.empty() && r.namespaces.empty() && r.ca_file.empty() &&
+        !r.insecure_skip_verify) {
+      return;
+    }
+    list("prefixes", prefix + "prefixes", r.prefixes);
+    list("namespaces", prefix + "namespaces", r.namespaces);
     value("ca", prefix + "ca", r.ca_file);
     value("insecureSkipVerify", prefix + "insecureSkipVerify", r.insecure_skip_verify);
   };
@@ -738,8 +835,10 @@ std::string ToMaskedYaml(const Config& config, const Origins* origins) {
   value("reloadInterval", "reloadInterval", FormatDuration(config.reload_interval));
   value("fallbackToOrigin", "fallbackToOrigin", config.fallback_to_origin);
   value("imageNames", "imageNames", std::string(ImageNamesName(config.image_names)));
-  out << YAML::Key << "pin" << YAML::Value << YAML::Flow << config.pin;
-  source("pin");
+  list("pin", "pin", config.pin);
+  list("allow", "allow", config.allow);
+  list("deny", "deny", config.deny);
+  list("prePull", "prePull", config.pre_pull);
   out << YAML::Key << "configMap" << YAML::Value << YAML::BeginMap;
   value("enabled", "configMap.enabled", config.kube.enabled);
   value("namespace", "configMap.namespace", config.kube.namespace_);

@@ -56,6 +56,10 @@ TEST(Config, DefaultsWithOnlyTheRequiredAddress) {
   EXPECT_EQ(c.metrics.address, "127.0.0.1:10258");
   EXPECT_EQ(c.image_names, ImageNames::kRequested);
   EXPECT_TRUE(c.pin.empty());
+  EXPECT_TRUE(c.registries[0].namespaces.empty());
+  EXPECT_TRUE(c.allow.empty());
+  EXPECT_TRUE(c.deny.empty());
+  EXPECT_TRUE(c.pre_pull.empty());
 }
 
 TEST(Config, EveryKey) {
@@ -68,6 +72,7 @@ registries:
 - address: https://backup-registry.company.com
   auth: backup-user:backup-pass
   prefixes: ["docker.io/myteam/", "quay.io/"]
+  namespaces: [team-b, "tenant-*"]
   ca: /etc/ssl/backup-ca.pem
   insecureSkipVerify: true
 - address: http://mirror.local:5000/cache/
@@ -78,6 +83,9 @@ reloadInterval: 10s
 fallbackToOrigin: true
 imageNames: registry
 pin: [registry.k8s.io/pause, registry.company.com/platform/]
+allow: [registry.company.com, registry.k8s.io/]
+deny: [docker.io/library/busybox]
+prePull: [registry.k8s.io/pause:3.9, nginx]
 configMap:
   enabled: false
   namespace: infra
@@ -97,6 +105,7 @@ metricsAddress: 0.0.0.0:9100
   EXPECT_EQ(backup.auth.username, "backup-user");
   EXPECT_EQ(backup.auth.password, "backup-pass");
   EXPECT_EQ(backup.prefixes, (std::vector<std::string>{"docker.io/myteam/", "quay.io/"}));
+  EXPECT_EQ(backup.namespaces, (std::vector<std::string>{"team-b", "tenant-*"}));
   EXPECT_EQ(backup.ca_file, "/etc/ssl/backup-ca.pem");
   EXPECT_TRUE(backup.insecure_skip_verify);
   const Registry& mirror = c.registries[2];
@@ -118,6 +127,11 @@ metricsAddress: 0.0.0.0:9100
   EXPECT_EQ(c.image_names, ImageNames::kRegistry);
   EXPECT_EQ(c.pin,
             (std::vector<std::string>{"registry.k8s.io/pause/", "registry.company.com/platform/"}));
+  EXPECT_EQ(c.allow, (std::vector<std::string>{"registry.company.com/", "registry.k8s.io/"}));
+  EXPECT_EQ(c.deny, std::vector<std::string>{"docker.io/library/busybox/"});
+  EXPECT_EQ(c.pre_pull, (std::vector<std::string>{"registry.k8s.io/pause:3.9",
+                                                  "docker.io/library/nginx:latest"}));
+  EXPECT_TRUE(mirror.namespaces.empty());
   // The CA file does not exist here: a warning, not an error.
   ASSERT_EQ(result.warnings.size(), 1u);
   EXPECT_NE(result.warnings[0].find("registries[0].ca"), std::string::npos);
@@ -272,6 +286,223 @@ TEST(Config, ImageNamesAndPinErrorsInFull) {
     ASSERT_EQ(result.errors.size(), 1u) << c.yaml << AllMessages(result);
     EXPECT_EQ(result.errors[0], c.want) << c.yaml;
   }
+}
+
+TEST(Config, NamespacesAreNamesOrPrefixesEachOnce) {
+  const std::string longest(63, 'a');
+  LoadResult result = Parse(R"(
+address: r.example.com
+registries:
+- address: team.example.com
+  namespaces:
+  - team-b
+  - "tenant-*"
+  - team-b
+  - "*"
+  - 0abc
+  - "a-*"
+  - ")" + longest + R"("
+  - ")" + longest + R"(*"
+  - "tenant-*"
+)");
+  ASSERT_TRUE(result.ok()) << AllMessages(result);
+  EXPECT_TRUE(result.warnings.empty()) << AllMessages(result);
+  EXPECT_EQ(
+      result.config->registries[1].namespaces,
+      (std::vector<std::string>{"team-b", "tenant-*", "*", "0abc", "a-*", longest, longest + "*"}));
+  for (const char* empty : {"[]", ""}) {
+    LoadResult none = Parse(std::string(kAddr) + "registries:\n- address: team.example.com\n" +
+                            "  namespaces: " + empty + "\n");
+    ASSERT_TRUE(none.ok()) << empty << AllMessages(none);
+    EXPECT_TRUE(none.config->registries[1].namespaces.empty()) << empty;
+  }
+}
+
+TEST(Config, NamespacesErrorsInFull) {
+  const std::string registry = std::string(kAddr) + "registries:\n- address: team.example.com\n";
+  const std::string expected =
+      " is not a namespace name or a namespace prefix followed by '*' (lower-case letters, "
+      "digits and '-', starting and ending with a letter or digit, at most 63 characters: "
+      "team-b, \"tenant-*\", \"*\")";
+  struct Case {
+    std::string yaml;
+    std::string want;
+  };
+  const Case cases[] = {
+      {"  namespaces: team-b\n",
+       "/etc/x.yaml: registries[0].namespaces: expected a list of namespaces such as [team-b, "
+       "\"tenant-*\"], found a single value"},
+      {"  namespaces: {team-b: x}\n",
+       "/etc/x.yaml: registries[0].namespaces: expected a list of namespaces such as [team-b, "
+       "\"tenant-*\"], found a map"},
+      {"  namespaces: [ok, [a]]\n",
+       "/etc/x.yaml: registries[0].namespaces[1]: expected a string, found a list"},
+      {"  namespaces: [~]\n",
+       "/etc/x.yaml: registries[0].namespaces[0]: expected a string, found nothing"},
+      {"  namespaces: [Team-B]\n",
+       "/etc/x.yaml: registries[0].namespaces[0]: \"Team-B\"" + expected},
+      {"  namespaces: [\"\"]\n", "/etc/x.yaml: registries[0].namespaces[0]: \"\"" + expected},
+      {"  namespaces: [team_b]\n",
+       "/etc/x.yaml: registries[0].namespaces[0]: \"team_b\"" + expected},
+      {"  namespaces: [-team]\n", "/etc/x.yaml: registries[0].namespaces[0]: \"-team\"" + expected},
+      {"  namespaces: [team-]\n", "/etc/x.yaml: registries[0].namespaces[0]: \"team-\"" + expected},
+      {"  namespaces: [\"-*\"]\n", "/etc/x.yaml: registries[0].namespaces[0]: \"-*\"" + expected},
+      {"  namespaces: [\"te*am\"]\n",
+       "/etc/x.yaml: registries[0].namespaces[0]: \"te*am\"" + expected},
+      {"  namespaces: [\"tenant-**\"]\n",
+       "/etc/x.yaml: registries[0].namespaces[0]: \"tenant-**\"" + expected},
+      {"  namespaces: [\"*-b\"]\n", "/etc/x.yaml: registries[0].namespaces[0]: \"*-b\"" + expected},
+      {"  namespaces: [team.b]\n",
+       "/etc/x.yaml: registries[0].namespaces[0]: \"team.b\"" + expected},
+      {"  namespaces: [" + std::string(64, 'a') + "]\n",
+       "/etc/x.yaml: registries[0].namespaces[0]: \"" + std::string(64, 'a') + "\"" + expected},
+      {"  namespaces: [\"" + std::string(64, 'a') + "*\"]\n",
+       "/etc/x.yaml: registries[0].namespaces[0]: \"" + std::string(64, 'a') + "*\"" + expected},
+      {"  namespaces: [\"" + std::string(62, 'a') + "-*\"]\n",
+       "/etc/x.yaml: registries[0].namespaces[0]: \"" + std::string(62, 'a') + "-*\"" + expected},
+  };
+  for (const Case& c : cases) {
+    LoadResult result = Parse(registry + c.yaml);
+    ASSERT_FALSE(result.ok()) << c.yaml;
+    EXPECT_EQ(result.config, nullptr);
+    ASSERT_EQ(result.errors.size(), 1u) << c.yaml << AllMessages(result);
+    EXPECT_EQ(result.errors[0], c.want) << c.yaml;
+  }
+  // The primary takes no per-registry keys in the file: a top-level `namespaces` is unknown.
+  LoadResult top = Parse(std::string(kAddr) + "namespaces: [team-b]\n");
+  ASSERT_TRUE(top.ok()) << AllMessages(top);
+  ASSERT_EQ(top.warnings.size(), 1u) << AllMessages(top);
+  EXPECT_TRUE(top.warnings[0].starts_with("/etc/x.yaml: namespaces: unknown key, ignored"))
+      << top.warnings[0];
+}
+
+TEST(Config, AllowAndDenyAreNormalisedAndDeduplicatedLikePrefixes) {
+  const char* list =
+      "[registry.company.com, registry.company.com/, myteam, docker.io/myteam/, "
+      "index.docker.io/library/busybox, REGISTRY.k8s.io/pause]";
+  const std::vector<std::string> want = {"registry.company.com/", "docker.io/myteam/",
+                                         "docker.io/library/busybox/", "registry.k8s.io/pause/"};
+  LoadResult result =
+      Parse(std::string(kAddr) + "allow: " + list + "\ndeny: " + list + "\npin: " + list + "\n");
+  ASSERT_TRUE(result.ok()) << AllMessages(result);
+  EXPECT_TRUE(result.warnings.empty()) << AllMessages(result);
+  EXPECT_EQ(result.config->allow, want);
+  EXPECT_EQ(result.config->deny, want);
+  EXPECT_EQ(result.config->pin, want) << "the same parser as pin";
+
+  for (const char* empty : {"allow: []\ndeny: []\n", "allow:\ndeny:\n"}) {
+    LoadResult none = Parse(std::string(kAddr) + empty);
+    ASSERT_TRUE(none.ok()) << empty << AllMessages(none);
+    EXPECT_TRUE(none.config->allow.empty()) << empty;
+    EXPECT_TRUE(none.config->deny.empty()) << empty;
+  }
+}
+
+TEST(Config, PrePullIsNormalisedAndDeduplicated) {
+  const std::string digest = "sha256:" + std::string(64, 'a');
+  LoadResult result = Parse(std::string(kAddr) +
+                            "prePull:\n"
+                            "- registry.k8s.io/pause:3.9\n"
+                            "- nginx\n"
+                            "- docker.io/library/nginx:latest\n"
+                            "- index.docker.io/nginx\n"
+                            "- nginx@" +
+                            digest +
+                            "\n"
+                            "- \"quay.io/org/app:v1@" +
+                            digest +
+                            "\"\n"
+                            "- localhost:5000/app\n"
+                            "- REGISTRY.k8s.io/pause:3.9\n"
+                            "- myteam/app:2\n");
+  ASSERT_TRUE(result.ok()) << AllMessages(result);
+  EXPECT_TRUE(result.warnings.empty()) << AllMessages(result);
+  EXPECT_EQ(
+      result.config->pre_pull,
+      (std::vector<std::string>{"registry.k8s.io/pause:3.9", "docker.io/library/nginx:latest",
+                                "docker.io/library/nginx@" + digest, "quay.io/org/app:v1@" + digest,
+                                "localhost:5000/app:latest", "docker.io/myteam/app:2"}));
+  for (const char* empty : {"prePull: []\n", "prePull:\n"}) {
+    LoadResult none = Parse(std::string(kAddr) + empty);
+    ASSERT_TRUE(none.ok()) << empty << AllMessages(none);
+    EXPECT_TRUE(none.config->pre_pull.empty()) << empty;
+  }
+}
+
+// The whole text of the errors of allow, deny and prePull: key, value given, what is accepted.
+TEST(Config, AllowDenyAndPrePullErrorsInFull) {
+  const std::string hex(64, 'a');
+  const std::string id_expected =
+      " is an image id, not an image reference: give the image's name (e.g. "
+      "registry.k8s.io/pause:3.9 or nginx@sha256:<64 hex>)";
+  struct Case {
+    std::string yaml;
+    std::string want;
+  };
+  const Case cases[] = {
+      {"allow: registry.company.com\n",
+       "/etc/x.yaml: allow: expected a list of prefixes such as [\"docker.io/myteam/\", "
+       "\"quay.io/\"], found a single value"},
+      {"allow: [ok/, Bad/]\n",
+       "/etc/x.yaml: allow[1]: prefix \"Bad/\" is not valid: repository path must be lower case "
+       "(\"Bad\")"},
+      {"deny: [\"docker.io/library/nginx:1.25\"]\n",
+       "/etc/x.yaml: deny[0]: prefix \"docker.io/library/nginx:1.25\" is not valid: a prefix "
+       "takes no tag"},
+      {"deny: [\"nginx@sha256:" + hex + "\"]\n",
+       "/etc/x.yaml: deny[0]: prefix \"nginx@sha256:" + hex +
+           "\" is not valid: a prefix takes no digest"},
+      {"deny: [{a: b}]\n", "/etc/x.yaml: deny[0]: expected a string, found a map"},
+      {"deny: {a: b}\n",
+       "/etc/x.yaml: deny: expected a list of prefixes such as [\"docker.io/myteam/\", "
+       "\"quay.io/\"], found a map"},
+      {"prePull: registry.k8s.io/pause:3.9\n",
+       "/etc/x.yaml: prePull: expected a list of image references such as "
+       "[registry.k8s.io/pause:3.9], found a single value"},
+      {"prePull: [nginx, [a]]\n", "/etc/x.yaml: prePull[1]: expected a string, found a list"},
+      {"prePull: [~]\n", "/etc/x.yaml: prePull[0]: expected a string, found nothing"},
+      {"prePull: [Nginx]\n",
+       "/etc/x.yaml: prePull[0]: \"Nginx\" is not an image reference: repository path must be "
+       "lower case (\"Nginx\")"},
+      {"prePull: [\"\"]\n",
+       "/etc/x.yaml: prePull[0]: \"\" is not an image reference: empty reference"},
+      {"prePull: [\"nginx:\"]\n",
+       "/etc/x.yaml: prePull[0]: \"nginx:\" is not an image reference: empty tag after ':'"},
+      {"prePull: [\"nginx@sha256:abc\"]\n",
+       "/etc/x.yaml: prePull[0]: \"nginx@sha256:abc\" is not an image reference: digest "
+       "\"sha256:abc\" is not valid: sha256 needs 64 lower-case hex digits"},
+      {"prePull: [\"sha256:" + hex + "\"]\n",
+       "/etc/x.yaml: prePull[0]: \"sha256:" + hex + "\"" + id_expected},
+      {"prePull: [\"" + hex + "\"]\n", "/etc/x.yaml: prePull[0]: \"" + hex + "\"" + id_expected},
+  };
+  for (const Case& c : cases) {
+    LoadResult result = Parse(std::string(kAddr) + c.yaml);
+    ASSERT_FALSE(result.ok()) << c.yaml;
+    EXPECT_EQ(result.config, nullptr);
+    ASSERT_EQ(result.errors.size(), 1u) << c.yaml << AllMessages(result);
+    EXPECT_EQ(result.errors[0], c.want) << c.yaml;
+  }
+}
+
+TEST(NamespaceMatches, ExactNamesAndPrefixes) {
+  const std::vector<std::string> patterns = {"team-b", "tenant-*"};
+  EXPECT_TRUE(NamespaceMatches(patterns, "team-b"));
+  EXPECT_TRUE(NamespaceMatches(patterns, "tenant-1"));
+  EXPECT_TRUE(NamespaceMatches(patterns, "tenant-"));
+  EXPECT_FALSE(NamespaceMatches(patterns, "team-bb")) << "an exact entry is not a prefix";
+  EXPECT_FALSE(NamespaceMatches(patterns, "team"));
+  EXPECT_FALSE(NamespaceMatches(patterns, "tenant"));
+  EXPECT_FALSE(NamespaceMatches(patterns, "my-tenant-1"));
+  EXPECT_FALSE(NamespaceMatches(patterns, "")) << "a pull without a pod";
+
+  const std::vector<std::string> any = {"*"};
+  EXPECT_TRUE(NamespaceMatches(any, "default"));
+  EXPECT_TRUE(NamespaceMatches(any, "x"));
+  EXPECT_FALSE(NamespaceMatches(any, ""));
+
+  EXPECT_FALSE(NamespaceMatches({}, "default")) << "no patterns match nothing";
+  EXPECT_FALSE(NamespaceMatches({}, ""));
+  EXPECT_TRUE(NamespaceMatches({"a", "b", "default"}, "default"));
 }
 
 TEST(Config, SameHostWithDifferentPathsIsAllowed) {
@@ -437,9 +668,14 @@ configMap:
   ASSERT_EQ(result.warnings.size(), 3u) << AllMessages(result);
   EXPECT_NE(result.warnings[0].find("/etc/x.yaml: adress: unknown key"), std::string::npos);
   EXPECT_NE(result.warnings[1].find("registries[0].prefix: unknown key"), std::string::npos);
-  EXPECT_NE(result.warnings[2].find("configMap.nmae: unknown key"), std::string::npos);
-  EXPECT_NE(result.warnings[0].find("fallbackToOrigin, imageNames, pin, configMap"),
+  EXPECT_NE(result.warnings[1].find("(known keys: address, auth, prefixes, namespaces, ca, "
+                                    "insecureSkipVerify)"),
             std::string::npos)
+      << result.warnings[1];
+  EXPECT_NE(result.warnings[2].find("configMap.nmae: unknown key"), std::string::npos);
+  EXPECT_NE(
+      result.warnings[0].find("fallbackToOrigin, imageNames, pin, allow, deny, prePull, configMap"),
+      std::string::npos)
       << result.warnings[0];
   // Top-level registries take only address and auth.
   result = Parse("address: r.example.com\nprefixes: [quay.io]\n");
@@ -573,18 +809,32 @@ registries:
 - address: http://mirror.local:5000/cache
   auth: bob:hunter2
   prefixes: [quay.io]
+  namespaces: [team-b, "tenant-*", "*"]
   insecureSkipVerify: true
 timeout: 90s
 fallbackToOrigin: true
 imageNames: registry
 pin: [registry.k8s.io/pause, myteam]
+allow: [registry.company.com, quay.io/org]
+deny: [quay.io/org/bad]
+prePull: [registry.k8s.io/pause:3.9, "nginx@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"]
 metricsAddress: ""
 configMap: {enabled: false}
 )");
   ASSERT_TRUE(result.ok()) << AllMessages(result);
   std::string yaml = ToMaskedYaml(*result.config);
-  EXPECT_NE(yaml.find("fallbackToOrigin: true\nimageNames: registry\n"
-                      "pin: [registry.k8s.io/pause/, docker.io/myteam/]\nconfigMap:"),
+  EXPECT_NE(
+      yaml.find("fallbackToOrigin: true\nimageNames: registry\n"
+                "pin: [registry.k8s.io/pause/, docker.io/myteam/]\n"
+                "allow: [registry.company.com/, quay.io/org/]\n"
+                "deny: [quay.io/org/bad/]\n"
+                "prePull: [registry.k8s.io/pause:3.9, "
+                "docker.io/library/"
+                "nginx@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef]"
+                "\nconfigMap:"),
+      std::string::npos)
+      << yaml;
+  EXPECT_NE(yaml.find("    prefixes: [quay.io/]\n    namespaces: [team-b, tenant-*, \"*\"]\n"),
             std::string::npos)
       << yaml;
   EXPECT_EQ(yaml.find("pa:ss"), std::string::npos) << yaml;
@@ -601,6 +851,7 @@ configMap: {enabled: false}
   for (size_t i = 0; i < a.registries.size(); ++i) {
     EXPECT_EQ(a.registries[i].address, b.registries[i].address);
     EXPECT_EQ(a.registries[i].prefixes, b.registries[i].prefixes);
+    EXPECT_EQ(a.registries[i].namespaces, b.registries[i].namespaces);
     EXPECT_EQ(a.registries[i].insecure_skip_verify, b.registries[i].insecure_skip_verify);
     EXPECT_EQ(b.registries[i].auth.password, "****");
   }
@@ -611,18 +862,33 @@ configMap: {enabled: false}
   EXPECT_EQ(a.shim_socket, b.shim_socket);
   EXPECT_EQ(a.image_names, b.image_names);
   EXPECT_EQ(a.pin, b.pin);
+  EXPECT_EQ(a.allow, b.allow);
+  EXPECT_EQ(a.deny, b.deny);
+  EXPECT_EQ(a.pre_pull, b.pre_pull);
 }
 
 TEST(ToMaskedYaml, ShowsTheDefaultsOfImageNamesAndPin) {
   LoadResult result = Parse(kAddr);
   ASSERT_TRUE(result.ok()) << AllMessages(result);
   std::string yaml = ToMaskedYaml(*result.config);
-  EXPECT_NE(yaml.find("\nimageNames: requested\npin: []\n"), std::string::npos) << yaml;
+  EXPECT_NE(yaml.find("\nimageNames: requested\npin: []\nallow: []\ndeny: []\nprePull: []\n"),
+            std::string::npos)
+      << yaml;
   Origins none;
   std::string with_origins = ToMaskedYaml(*result.config, &none);
-  EXPECT_NE(with_origins.find("\nimageNames: requested  # default\npin: []  # default\n"),
+  EXPECT_NE(with_origins.find("\nimageNames: requested  # default\npin: []  # default\n"
+                              "allow: []  # default\ndeny: []  # default\n"
+                              "prePull: []  # default\n"),
             std::string::npos)
       << with_origins;
+  // The primary of the file has no per-registry keys, so none is printed for it.
+  EXPECT_EQ(yaml.find("namespaces"), std::string::npos) << yaml;
+  LoadResult backup = Parse(std::string(kAddr) + "registries:\n- address: b.example.com\n");
+  ASSERT_TRUE(backup.ok()) << AllMessages(backup);
+  yaml = ToMaskedYaml(*backup.config, &none);
+  EXPECT_NE(yaml.find("    prefixes: []  # default\n    namespaces: []  # default\n"),
+            std::string::npos)
+      << yaml;
 }
 
 }  // namespace

@@ -224,6 +224,184 @@ TEST(Resolve, ABadPinOrImageNamesInTheConfigMapRejectsThePayload) {
   EXPECT_FALSE(kept.config->debug);
 }
 
+// The file of kFile with namespaces for B and `allow`, `deny` and `prePull` of its own.
+ConfigInputs InputsWithPolicy(const std::string& payload) {
+  ConfigInputs inputs = Inputs(payload);
+  std::string file = kFile;
+  file.insert(file.find("- address: https://c.example.com"), "  namespaces: [team-b, \"ci-*\"]\n");
+  inputs.file_text = file +
+                     "allow: [docker.io/team, registry.k8s.io]\n"
+                     "deny: [docker.io/team/bad]\n"
+                     "prePull: [registry.k8s.io/pause:3.9, busybox]\n";
+  return inputs;
+}
+
+TEST(Resolve, TheConfigMapSetsAllowDenyAndPrePull) {
+  Resolved r = Resolve(Inputs(
+      "allow: [quay.io/org]\ndeny: [quay.io/org/bad, quay.io/org/bad/]\nprePull: [nginx:1.25]\n"));
+  ASSERT_TRUE(r.ok()) << Messages(r);
+  EXPECT_TRUE(r.warnings.empty()) << Messages(r);
+  EXPECT_EQ(r.config->allow, std::vector<std::string>{"quay.io/org/"});
+  EXPECT_EQ(r.config->deny, std::vector<std::string>{"quay.io/org/bad/"});
+  EXPECT_EQ(r.config->pre_pull, std::vector<std::string>{"docker.io/library/nginx:1.25"});
+  for (const char* key : {"allow", "deny", "prePull"}) EXPECT_EQ(r.origins[key], "ConfigMap");
+
+  // Neither source sets them: the defaults, printed as such.
+  Resolved neither = Resolve(Inputs("debug: true\n"));
+  ASSERT_TRUE(neither.ok()) << Messages(neither);
+  EXPECT_TRUE(neither.config->allow.empty());
+  EXPECT_TRUE(neither.config->deny.empty());
+  EXPECT_TRUE(neither.config->pre_pull.empty());
+  for (const char* key : {"allow", "deny", "prePull"}) EXPECT_EQ(neither.origins.count(key), 0u);
+}
+
+TEST(Resolve, TheConfigMapsAllowDenyAndPrePullReplaceTheFilesWhole) {
+  Resolved file_only = Resolve(InputsWithPolicy("debug: true\n"));
+  ASSERT_TRUE(file_only.ok()) << Messages(file_only);
+  EXPECT_EQ(file_only.config->allow,
+            (std::vector<std::string>{"docker.io/team/", "registry.k8s.io/"}));
+  EXPECT_EQ(file_only.config->deny, std::vector<std::string>{"docker.io/team/bad/"});
+  EXPECT_EQ(
+      file_only.config->pre_pull,
+      (std::vector<std::string>{"registry.k8s.io/pause:3.9", "docker.io/library/busybox:latest"}));
+  for (const char* key : {"allow", "deny", "prePull"}) {
+    EXPECT_EQ(file_only.origins[key], "file") << key;
+  }
+
+  Resolved r = Resolve(InputsWithPolicy("allow: [quay.io]\nprePull: [quay.io/org/app:1]\n"));
+  ASSERT_TRUE(r.ok()) << Messages(r);
+  EXPECT_EQ(r.config->allow, std::vector<std::string>{"quay.io/"}) << "not joined";
+  EXPECT_EQ(r.config->pre_pull, std::vector<std::string>{"quay.io/org/app:1"}) << "not joined";
+  EXPECT_EQ(r.config->deny, std::vector<std::string>{"docker.io/team/bad/"}) << "the file's";
+  EXPECT_EQ(r.origins["allow"], "ConfigMap");
+  EXPECT_EQ(r.origins["prePull"], "ConfigMap");
+  EXPECT_EQ(r.origins["deny"], "file");
+
+  // An empty list in the ConfigMap empties the file's, as `pin: []` does.
+  for (const char* empty : {"allow: []\ndeny: []\nprePull: []\n", "allow:\ndeny:\nprePull:\n"}) {
+    Resolved emptied = Resolve(InputsWithPolicy(empty));
+    ASSERT_TRUE(emptied.ok()) << Messages(emptied);
+    EXPECT_TRUE(emptied.config->allow.empty()) << empty;
+    EXPECT_TRUE(emptied.config->deny.empty()) << empty;
+    EXPECT_TRUE(emptied.config->pre_pull.empty()) << empty;
+    for (const char* key : {"allow", "deny", "prePull"}) {
+      EXPECT_EQ(emptied.origins[key], "ConfigMap") << key;
+    }
+  }
+}
+
+TEST(Resolve, NamespacesAreARegistrySettingMergedLikePrefixes) {
+  // The map lists B with namespaces only: B keeps the file's credentials and prefixes.
+  Resolved r = Resolve(
+      InputsWithPolicy("registries:\n- address: https://b.example.com\n  namespaces: [team-c]\n"
+                       "- address: https://d.example.com\n  namespaces: [\"*\"]\n"));
+  ASSERT_TRUE(r.ok()) << Messages(r);
+  ASSERT_EQ(Addresses(*r.config),
+            (std::vector<std::string>{"https://a.example.com", "https://b.example.com",
+                                      "https://d.example.com"}));
+  const Registry& b = r.config->registries[1];
+  EXPECT_EQ(b.namespaces, std::vector<std::string>{"team-c"}) << "the map's, not joined";
+  EXPECT_EQ(b.auth.username, "user-b");
+  EXPECT_EQ(b.prefixes, std::vector<std::string>{"docker.io/team/"});
+  EXPECT_EQ(r.config->registries[2].namespaces, std::vector<std::string>{"*"});
+  EXPECT_TRUE(r.config->registries[0].namespaces.empty());
+  EXPECT_EQ(r.origins["registries[0].namespaces"], "ConfigMap");
+  EXPECT_EQ(r.origins["registries[0].prefixes"], "file");
+  EXPECT_EQ(r.origins["registries[1].namespaces"], "ConfigMap");
+
+  // The map lists B without namespaces: the file's stay; `namespaces: []` empties them.
+  Resolved kept = Resolve(InputsWithPolicy(
+      "registries:\n- address: https://b.example.com\n  auth: {username: u, password: p}\n"));
+  ASSERT_TRUE(kept.ok()) << Messages(kept);
+  EXPECT_EQ(kept.config->registries[1].namespaces, (std::vector<std::string>{"team-b", "ci-*"}));
+  EXPECT_EQ(kept.origins["registries[0].namespaces"], "file");
+  Resolved emptied = Resolve(
+      InputsWithPolicy("registries:\n- address: https://b.example.com\n  namespaces: []\n"));
+  ASSERT_TRUE(emptied.ok()) << Messages(emptied);
+  EXPECT_TRUE(emptied.config->registries[1].namespaces.empty());
+  EXPECT_EQ(emptied.origins["registries[0].namespaces"], "ConfigMap");
+
+  // A ConfigMap that promotes B keeps B's namespaces with its credentials, and prints them.
+  Resolved promoted = Resolve(InputsWithPolicy("sealos:\n  address: https://b.example.com\n"));
+  ASSERT_TRUE(promoted.ok()) << Messages(promoted);
+  const Registry& primary = promoted.config->registries[0];
+  EXPECT_EQ(primary.address, "https://b.example.com");
+  EXPECT_EQ(primary.auth.username, "user-b");
+  EXPECT_EQ(primary.namespaces, (std::vector<std::string>{"team-b", "ci-*"}));
+  EXPECT_EQ(promoted.origins["namespaces"], "file");
+  std::string printed = ToMaskedYaml(*promoted.config, &promoted.origins);
+  EXPECT_NE(printed.find("\nprefixes: [docker.io/team/]  # file\n"
+                         "namespaces: [team-b, ci-*]  # file\n"),
+            std::string::npos)
+      << printed;
+
+  // `sealos` takes no per-registry keys: namespaces there are ignored with a warning.
+  Resolved sealos = Resolve(
+      InputsWithPolicy("sealos:\n  address: https://b.example.com\n  namespaces: [other]\n"));
+  ASSERT_TRUE(sealos.ok()) << Messages(sealos);
+  EXPECT_EQ(sealos.config->registries[0].namespaces, (std::vector<std::string>{"team-b", "ci-*"}));
+  EXPECT_NE(Messages(sealos).find("sealos.namespaces: unknown key, ignored"), std::string::npos)
+      << Messages(sealos);
+}
+
+TEST(Resolve, ABadPolicyValueInTheConfigMapRejectsThePayload) {
+  const std::string source = "ConfigMap kube-system/image-cri-shim key registries.yaml: ";
+  struct Case {
+    std::string payload;
+    std::string want;
+  };
+  const Case cases[] = {
+      {"allow: [quay.io, \"quay.io/org:1\"]\n",
+       source + "allow[1]: prefix \"quay.io/org:1\" is not valid: a prefix takes no tag"},
+      {"deny: quay.io\n", source +
+                              "deny: expected a list of prefixes such as [\"docker.io/myteam/\", "
+                              "\"quay.io/\"], found a single value"},
+      {"prePull: [nginx, Nginx]\n",
+       source + "prePull[1]: \"Nginx\" is not an image reference: repository path must be lower "
+                "case (\"Nginx\")"},
+      {"prePull: [\"sha256:" + std::string(64, '0') + "\"]\n",
+       source + "prePull[0]: \"sha256:" + std::string(64, '0') +
+           "\" is an image id, not an image reference: give the image's name (e.g. "
+           "registry.k8s.io/pause:3.9 or nginx@sha256:<64 hex>)"},
+      {"registries:\n- address: https://b.example.com\n  namespaces: [Team-B]\n",
+       source +
+           "registries[0].namespaces[0]: \"Team-B\" is not a namespace name or a namespace "
+           "prefix followed by '*' (lower-case letters, digits and '-', starting and ending with "
+           "a letter or digit, at most 63 characters: team-b, \"tenant-*\", \"*\")"},
+  };
+  for (const Case& c : cases) {
+    // The good values beside the bad one (debug) are not applied either: no config at all.
+    Resolved bad = Resolve(InputsWithPolicy("debug: true\n" + c.payload));
+    ASSERT_FALSE(bad.ok()) << c.payload;
+    EXPECT_EQ(bad.config, nullptr);
+    ASSERT_EQ(bad.errors.size(), 1u) << c.payload << Messages(bad);
+    EXPECT_EQ(bad.errors[0], c.want) << c.payload;
+  }
+
+  // What serves instead (the daemon keeps the last good configuration; with no ConfigMap that
+  // applies, the file alone): the file's values, untouched by the rejected payload.
+  ConfigInputs file_alone = InputsWithPolicy("");
+  file_alone.configmap.reset();
+  Resolved kept = Resolve(file_alone);
+  ASSERT_TRUE(kept.ok()) << Messages(kept);
+  EXPECT_EQ(kept.config->allow, (std::vector<std::string>{"docker.io/team/", "registry.k8s.io/"}));
+  EXPECT_EQ(kept.config->deny, std::vector<std::string>{"docker.io/team/bad/"});
+  EXPECT_EQ(kept.config->pre_pull, (std::vector<std::string>{"registry.k8s.io/pause:3.9",
+                                                             "docker.io/library/busybox:latest"}));
+  EXPECT_EQ(kept.config->registries[1].namespaces, (std::vector<std::string>{"team-b", "ci-*"}));
+  EXPECT_FALSE(kept.config->debug);
+
+  // A key the payload does not know names the keys it does.
+  Resolved unknown = Resolve(Inputs("prepull: [nginx]\n"));
+  ASSERT_TRUE(unknown.ok()) << Messages(unknown);
+  ASSERT_EQ(unknown.warnings.size(), 1u) << Messages(unknown);
+  EXPECT_EQ(unknown.warnings[0],
+            source +
+                "prepull: unknown key, ignored (known keys: version, sealos, registries, "
+                "reloadInterval, force, debug, timeout, fallbackToOrigin, imageNames, pin, allow, "
+                "deny, prePull)");
+}
+
 TEST(Resolve, AnAuthAloneRotatesThePrimarysPassword) {
   Resolved r = Resolve(Inputs("sealos:\n  auth: {username: user-a, password: rotated-pw}\n"));
   ASSERT_TRUE(r.ok()) << Messages(r);
@@ -313,6 +491,20 @@ TEST(ToMaskedYaml, NamesTheOriginOfEachValueAndNoPassword) {
   printed = ToMaskedYaml(*pins.config, &pins.origins);
   EXPECT_NE(printed.find("\nimageNames: requested  # ConfigMap\n"
                          "pin: [registry.k8s.io/pause/, docker.io/platform/]  # file\n"),
+            std::string::npos)
+      << printed;
+  Resolved policy = Resolve(InputsWithPolicy("deny: []\n"));
+  ASSERT_TRUE(policy.ok()) << Messages(policy);
+  printed = ToMaskedYaml(*policy.config, &policy.origins);
+  EXPECT_NE(printed.find("\npin: []  # default\n"
+                         "allow: [docker.io/team/, registry.k8s.io/]  # file\n"
+                         "deny: []  # ConfigMap\n"
+                         "prePull: [registry.k8s.io/pause:3.9, docker.io/library/busybox:latest]"
+                         "  # file\n"),
+            std::string::npos)
+      << printed;
+  EXPECT_NE(printed.find("    prefixes: [docker.io/team/]  # file\n"
+                         "    namespaces: [team-b, ci-*]  # file\n"),
             std::string::npos)
       << printed;
 }
