@@ -42,8 +42,19 @@ std::string ContainerdConfig(const std::string& dir, const ContainerdOptions& op
     << "    disable_tcp_service = true\n"
     << "    stream_server_address = \"127.0.0.1\"\n"
     << "    stream_server_port = \"0\"\n"
-    << "    [plugins.\"io.containerd.grpc.v1.cri\".containerd]\n"
+    // Sandboxes ask runc for oom_score_adj -998, which is not permitted here.
+    << "    restrict_oom_score_adj = true\n";
+  if (!options.sandbox_image.empty()) {
+    c << "    sandbox_image = \"" << options.sandbox_image << "\"\n";
+  }
+  c << "    [plugins.\"io.containerd.grpc.v1.cri\".containerd]\n"
     << "      snapshotter = \"native\"\n"
+    << "      default_runtime_name = \"runc\"\n"
+    << "      [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n"
+    << "        runtime_type = \"io.containerd.runc.v2\"\n"
+    // runc's state of this containerd's containers, instead of /run/containerd/runc.
+    << "        [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\n"
+    << "          Root = \"" << dir << "/runc\"\n"
     << "    [plugins.\"io.containerd.grpc.v1.cri\".cni]\n"
     << "      bin_dir = \"" << dir << "/cni/bin\"\n"
     << "      conf_dir = \"" << dir << "/cni/conf\"\n"
@@ -55,7 +66,7 @@ std::string ContainerdConfig(const std::string& dir, const ContainerdOptions& op
 Containerd::Containerd(ContainerdOptions options) : options_(std::move(options)) {
   dir_ = std::make_unique<TempDir>("shim-ctd");
   socket_ = dir_->File("containerd.sock");
-  for (const char* sub : {"root", "state", "tmp", "cni/bin", "cni/conf", "certs.d"}) {
+  for (const char* sub : {"root", "state", "tmp", "runc", "cni/bin", "cni/conf", "certs.d"}) {
     dir_->MakeDir(sub);
   }
   WriteFile(config_path(), ContainerdConfig(dir_->path(), options_));

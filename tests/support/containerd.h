@@ -1,10 +1,12 @@
 // A real containerd (Debian's 1.6) for end-to-end tests, on private paths only: its own root,
-// state, temp, gRPC and ttrpc sockets under a temporary directory, no debug or metrics
-// listener, the `native` snapshotter for CRI, CNI dirs inside the directory, plugins that
-// cannot work here disabled. It never touches a containerd the machine may run. Stop/Start
-// keep the same root, so a restart keeps the images. Start it inside tests/e2e/sandbox.sh:
-// containerd reads the trust store once at start, and the test CA must be in it by then.
-// For tests and test tools; one owner thread.
+// state, temp, gRPC and ttrpc sockets and runc's state under a temporary directory, no debug or
+// metrics listener, the `native` snapshotter for CRI, CNI dirs inside the directory, plugins that
+// cannot work here disabled. Pod sandboxes with host networking and their containers run (runc;
+// `restrict_oom_score_adj`, as lowering oom_score_adj is not permitted here); a test that starts
+// them must stop and remove them before containerd stops, or their shims outlive it. It never
+// touches a containerd the machine may run. Stop/Start keep the same root, so a restart keeps the
+// images. Start it inside tests/e2e/sandbox.sh: containerd reads the trust store once at start, and
+// the test CA must be in it by then. For tests and test tools; one owner thread.
 #pragma once
 
 #include <memory>
@@ -20,6 +22,10 @@ struct ContainerdOptions {
   // Disables containerd's image gRPC service (io.containerd.grpc.v1.images) while CRI keeps
   // working: the socket then answers like CRI-O or cri-dockerd, which do not serve it.
   bool without_image_api = false;
+  // The CRI plugin's sandbox (pause) image, e.g. a test registry's image: "" = containerd's
+  // default (registry.k8s.io), which tests must never reach. RunPodSandbox pulls it without
+  // credentials when it is missing, so pull it first yourself (directly, with credentials).
+  std::string sandbox_image = "";
 };
 
 class Containerd {
