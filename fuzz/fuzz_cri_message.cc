@@ -146,7 +146,7 @@ std::vector<image::Candidate> Candidates(const std::string& name, const config::
   if (name.empty() || image::LooksLikeImageId(name)) return {};
   auto reference = image::ParseReference(name);
   if (!reference.ok()) return {};
-  auto candidates = image::Rewrite(*reference, c);
+  auto candidates = image::Rewrite(*reference, c, image::PullScope{});
   FUZZ_CHECK(!candidates.empty(), "no candidate for \"%s\"", name.c_str());
   for (const auto& candidate : candidates) {
     auto parsed = image::ParseReference(candidate.image);

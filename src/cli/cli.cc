@@ -17,6 +17,7 @@
 #include "daemon/config_file_watch.h"
 #include "daemon/config_sources.h"
 #include "daemon/daemon.h"
+#include "image/policy.h"
 #include "image/reference.h"
 #include "image/rewriter.h"
 #include "kube/api_client.h"
@@ -205,7 +206,8 @@ std::string VersionLine() {
 }
 
 int PrintRewrites(const config::Config& config, const std::vector<std::string>& images,
-                  std::ostream& out, std::ostream& err) {
+                  const std::optional<std::string>& pod_namespace, std::ostream& out,
+                  std::ostream& err) {
   int status = 0;
   for (const std::string& text : images) {
     if (image::LooksLikeImageId(text)) {
@@ -218,7 +220,14 @@ int PrintRewrites(const config::Config& config, const std::vector<std::string>& 
       status = 1;
       continue;
     }
-    for (const image::Candidate& candidate : image::Rewrite(*reference, config)) {
+    if (auto refusal = image::CheckPolicy(*reference, config)) {
+      out << text << " -> refused: " << refusal->rule << "\n";
+      status = 1;
+      continue;
+    }
+    // Without --namespace: a pull without a pod (crictl, prePull).
+    image::PullScope scope = image::PullScope::ForPod(pod_namespace.value_or(""));
+    for (const image::Candidate& candidate : image::Rewrite(*reference, config, scope)) {
       out << text << " -> " << candidate.image << " " << Describe(candidate) << "\n";
     }
   }
@@ -259,9 +268,15 @@ int Main(int argc, char** argv) {
   app.add_flag("--version", version, "Print the version and exit");
 
   std::vector<std::string> images;
+  std::optional<std::string> pod_namespace;
   CLI::App* rewrite = app.add_subcommand(
-      "rewrite", "Print where each image would be pulled from, in order, and as which user");
+      "rewrite",
+      "Print where each image would be pulled from, in order, and as which user, or the policy "
+      "rule that refuses it");
   rewrite->add_option("IMAGE", images, "Image references, e.g. nginx:latest")->required();
+  rewrite->add_option("--namespace,-n", pod_namespace,
+                      "The namespace of the pod that wants the images (registries with "
+                      "`namespaces` serve only their pods); without it, a pull without a pod");
   rewrite->fallthrough();  // accept -f/--debug after the subcommand too
 
   try {
@@ -282,7 +297,7 @@ int Main(int argc, char** argv) {
     for (const std::string& w : startup.resolved.warnings) std::cerr << "warning: " << w << "\n";
     for (const std::string& e : startup.resolved.errors) std::cerr << "error: " << e << "\n";
     if (!startup.resolved.ok()) return 1;
-    return PrintRewrites(*startup.resolved.config, images, std::cout, std::cerr);
+    return PrintRewrites(*startup.resolved.config, images, pod_namespace, std::cout, std::cerr);
   }
   if (dry_run) return DryRun(config_path);
   return daemon::Run(daemon::Options{config_path, debug});

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <iosfwd>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,9 +22,13 @@ std::string VersionLine();
 // `rewrite IMAGE...`: prints the candidates of each image, one per line, to `out`, e.g.
 //   nginx:latest -> registry.company.com/library/nginx:latest (registry registry.company.com, user
 //   admin)
-// with the user name but never the password. A reference that does not parse is reported on
-// `err` and the others are still printed. Returns 0, or 1 if any image was invalid.
+// with the user name but never the password, as a pull for a pod in `pod_namespace` (nullopt:
+// a pull without a pod) gets them; an image the policy refuses prints
+//   redis:7 -> refused: deny "docker.io/" matches it
+// A reference that does not parse is reported on `err` and the others are still printed.
+// Returns 0, or 1 if any image was invalid or refused.
 int PrintRewrites(const config::Config& config, const std::vector<std::string>& images,
-                  std::ostream& out, std::ostream& err);
+                  const std::optional<std::string>& pod_namespace, std::ostream& out,
+                  std::ostream& err);
 
 }  // namespace shim::cli

@@ -11,6 +11,7 @@
 #include "cri/pull_failure.h"
 #include "cri/requested_name.h"
 #include "cri_image.pb.h"
+#include "image/policy.h"
 #include "image/reference.h"
 #include "image/rewriter.h"
 #include "util/log.h"
@@ -75,6 +76,14 @@ bool HasImage(const UnaryResult& answer) {
          response.has_image();
 }
 
+std::function<std::string(const std::string&)> PlainStatusRequest() {
+  return [](const std::string& name) {
+    pb::ImageStatusRequest request;
+    request.mutable_image()->set_image(name);
+    return request.SerializeAsString();
+  };
+}
+
 }  // namespace
 
 struct ImageService::PullAttempt {
@@ -93,8 +102,10 @@ struct ImageService::PullAttempt {
   std::vector<image::Candidate> candidates;
   size_t next = 0;
   std::vector<std::shared_ptr<InterceptedCall>> callers;
+  std::vector<OwnPullDone> waiters;  // the shim's own pulls (prePull) waiting on this one
   std::shared_ptr<relay::UnaryCall> current;
   std::vector<std::string> failures;
+  std::string last_failure = "failed";  // PullFailureLabel of the last candidate that failed
   bool all_absent = true;
   int last_code = static_cast<int>(GrpcCode::kUnknown);
   std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
@@ -103,7 +114,7 @@ struct ImageService::PullAttempt {
 };
 
 struct ImageService::Resolution {
-  std::shared_ptr<InterceptedCall> call;
+  RuntimeCaller runtime;
   std::string key;           // the normalised name asked for, to remember where it was found
   std::string given;         // the name as the caller sent it
   bool given_early = false;  // asked right after the remembered name (imageNames: requested)
@@ -158,41 +169,82 @@ void ImageService::Pull(std::shared_ptr<InterceptedCall> call, std::string_view 
   if (image::LooksLikeImageId(requested) || !reference.ok()) {
     return call->ReplyByRelaying();  // the runtime's own error explains a bad name best
   }
-  // Same image and same caller credentials: the same pull. Credentials stay in memory only.
-  std::string key = reference->String() + '\n' + request.auth().SerializeAsString();
+  if (auto refusal = Refused(*reference, *config)) {
+    return call->ReplyError(GrpcCode::kPermissionDenied, refusal->Message(requested));
+  }
+  PullParams params{.requested = requested,
+                    .path = call->path(),
+                    .status_path = ImageServicePath(version, "ImageStatus"),
+                    .headers = call->request_headers(),
+                    .loop = &call->loop(),
+                    .pool = &call->pool(),
+                    .config = std::move(config)};
+  bool started = false;
+  auto attempt = JoinOrStart(*reference, std::move(request), std::move(params), &started);
+  attempt->callers.push_back(call);
+  call->OnCancelled([this, attempt, raw = call.get()] { OnPullCallerGone(attempt, raw); });
+  if (started) TryNextCandidate(attempt);
+}
+
+std::optional<image::Refusal> ImageService::Refused(const image::Reference& reference,
+                                                    const config::Config& config) {
+  auto refusal = image::CheckPolicy(reference, config);
+  if (!refusal) return std::nullopt;
+  if (observer_ != nullptr) observer_->OnPullRefused(refusal->metric);
+  // kubelet retries a refused pull with backoff, for every pod that wants it: one line per image
+  // and minute says it without flooding the journal.
+  auto now = std::chrono::steady_clock::now();
+  std::string image = reference.String();
+  auto [it, inserted] = refusals_logged_.try_emplace(image, now);
+  if (inserted || now - it->second >= kRefusalLogInterval) {
+    it->second = now;
+    spdlog::warn("pull {} refused by the node's pull policy: {} (logged once a minute per image)",
+                 image, refusal->rule);
+  }
+  if (refusals_logged_.size() > kRefusalLogMemory) {
+    std::erase_if(refusals_logged_,
+                  [&](const auto& entry) { return now - entry.second >= kRefusalLogInterval; });
+  }
+  return refusal;
+}
+
+std::shared_ptr<ImageService::PullAttempt> ImageService::JoinOrStart(
+    const image::Reference& reference, pb::PullImageRequest request, PullParams params,
+    bool* started) {
+  const std::string pod_namespace = request.sandbox_config().metadata().namespace_();
+  // Same image, same pod namespace (which decides the candidates) and same caller credentials:
+  // the same pull. Credentials stay in memory only.
+  std::string key =
+      reference.String() + '\n' + pod_namespace + '\n' + request.auth().SerializeAsString();
   auto [it, inserted] = pulls_.try_emplace(key);
+  *started = inserted;
   if (!inserted) {
-    auto attempt = it->second;
-    attempt->callers.push_back(call);
-    call->OnCancelled([this, attempt, raw = call.get()] { OnPullCallerGone(attempt, raw); });
-    spdlog::debug("pull {} joins the one under way", requested);
-    return;
+    spdlog::debug("pull {} joins the one under way", params.requested);
+    return it->second;
   }
   auto attempt = std::make_shared<PullAttempt>();
   it->second = attempt;
   attempt->key = key;
-  attempt->requested = requested;
-  attempt->reference = reference->String();
-  attempt->path = call->path();
-  attempt->status_path = ImageServicePath(version, "ImageStatus");
-  attempt->headers = call->request_headers();
-  attempt->loop = &call->loop();
-  attempt->pool = &call->pool();
+  attempt->requested = std::move(params.requested);
+  attempt->reference = reference.String();
+  attempt->path = std::move(params.path);
+  attempt->status_path = std::move(params.status_path);
+  attempt->headers = std::move(params.headers);
+  attempt->loop = params.loop;
+  attempt->pool = params.pool;
   attempt->request = std::move(request);
-  attempt->config = config;
-  attempt->candidates = image::Rewrite(*reference, *config);
+  attempt->config = std::move(params.config);
+  const config::Config& config = *attempt->config;
+  attempt->candidates = image::Rewrite(reference, config, image::PullScope::ForPod(pod_namespace));
   if (health_ != nullptr) {
     // Registries known to be down go last: still tried if nothing else works.
     std::stable_partition(
         attempt->candidates.begin(), attempt->candidates.end(), [&](const image::Candidate& c) {
-          return c.is_origin() || !health_->IsDown(config->registries[c.registry_index].address);
+          return c.is_origin() || !health_->IsDown(config.registries[c.registry_index].address);
         });
   }
-  attempt->callers.push_back(call);
-  call->OnCancelled([this, attempt, raw = call.get()] { OnPullCallerGone(attempt, raw); });
   std::weak_ptr<PullAttempt> weak = attempt;
-  attempt->timer = attempt->loop->AddTimer(config->timeout, [this, weak,
-                                                             timeout = config->timeout] {
+  attempt->timer = attempt->loop->AddTimer(config.timeout, [this, weak, timeout = config.timeout] {
     auto attempt = weak.lock();
     if (!attempt || attempt->done) return;
     attempt->timer = 0;
@@ -206,7 +258,7 @@ void ImageService::Pull(std::shared_ptr<InterceptedCall> call, std::string_view 
                                ? std::string("nothing finished")
                                : fmt::format("{}", fmt::join(attempt->failures, "; "))));
   });
-  TryNextCandidate(std::move(attempt));
+  return attempt;
 }
 
 void ImageService::OnPullCallerGone(const std::shared_ptr<PullAttempt>& attempt,
@@ -215,7 +267,7 @@ void ImageService::OnPullCallerGone(const std::shared_ptr<PullAttempt>& attempt,
   callers.erase(std::remove_if(callers.begin(), callers.end(),
                                [&](const auto& c) { return c.get() == call; }),
                 callers.end());
-  if (!callers.empty() || attempt->done) return;
+  if (!callers.empty() || !attempt->waiters.empty() || attempt->done) return;
   // Nobody waits any more: the runtime's pull is cancelled and nothing more is tried.
   spdlog::info("pull {} cancelled by the caller after {}", attempt->requested,
                Seconds(std::chrono::steady_clock::now() - attempt->start));
@@ -283,6 +335,7 @@ void ImageService::TryNextCandidate(std::shared_ptr<PullAttempt> attempt) {
           }
         }
         attempt->all_absent = attempt->all_absent && failure == PullFailure::kImageAbsent;
+        attempt->last_failure = PullFailureLabel(failure);
         attempt->last_code = answer.code;
         attempt->failures.push_back(fmt::format("{} via {}: {} ({})", candidate.image,
                                                 candidate.registry, PullFailureName(failure),
@@ -395,6 +448,53 @@ void ImageService::WithRecordsSupport(relay::EventLoop& loop, relay::UpstreamPoo
            });
 }
 
+void ImageService::EnsurePresent(relay::EventLoop& loop, relay::UpstreamPool& pool,
+                                 const std::string& image, OwnPullDone done) {
+  config::ConfigPtr config = config_();
+  auto reference = image::ParseReference(image);
+  if (!reference.ok() || image::LooksLikeImageId(image)) {
+    return loop.Defer([done, image] {
+      done({OwnPullResult::State::kFailed, "invalid_reference",
+            "\"" + image + "\" is not an image reference"});
+    });
+  }
+  if (auto refusal = Refused(*reference, *config)) {
+    return loop.Defer([done, message = refusal->Message(image)] {
+      done({OwnPullResult::State::kFailed, "refused", message});
+    });
+  }
+  auto names = LookupNames(image, *config);
+  std::string status_path = ImageServicePath("v1", "ImageStatus");
+  Resolve(
+      OwnCaller(loop, pool), status_path, *config, image, std::move(names), PlainStatusRequest(),
+      [this, &loop, &pool, image, status_path, config, done = std::move(done)](
+          std::optional<std::string> stored, UnaryResult answer) mutable {
+        if (stored) return done({OwnPullResult::State::kPresent, "", ""});
+        if (!answer.ok()) {
+          return done({OwnPullResult::State::kFailed,
+                       answer.answered ? "failed" : "runtime_unreachable",
+                       "cannot ask the runtime whether it holds the image: " +
+                           std::string(relay::GrpcCodeName(answer.code)) + ": " + answer.message});
+        }
+        // A pull without a pod: only registries without `namespaces` serve it.
+        pb::PullImageRequest request;
+        request.mutable_image()->set_image(image);
+        std::string path = ImageServicePath("v1", "PullImage");
+        PullParams params{.requested = image,
+                          .path = path,
+                          .status_path = status_path,
+                          .headers = relay::UnaryCall::OwnHeaders(path),
+                          .loop = &loop,
+                          .pool = &pool,
+                          .config = std::move(config)};
+        auto reference = image::ParseReference(image);
+        bool started = false;
+        auto attempt = JoinOrStart(*reference, std::move(request), std::move(params), &started);
+        attempt->waiters.push_back(std::move(done));
+        if (started) TryNextCandidate(attempt);
+      });
+}
+
 void ImageService::DetectRuntime(relay::EventLoop& loop, relay::UpstreamPool& pool) {
   WithRecordsSupport(loop, pool, [](bool) {});
 }
@@ -442,6 +542,25 @@ void ImageService::FinishPull(const std::shared_ptr<PullAttempt>& attempt,
       call->ReplyError(code, message);
     }
   }
+  if (attempt->waiters.empty()) return;
+  OwnPullResult result;
+  if (answer != nullptr && answer->ok()) {
+    result.state = OwnPullResult::State::kPulled;
+  } else {
+    result.state = OwnPullResult::State::kFailed;
+    result.message = answer != nullptr ? answer->message : message;
+    if (answer != nullptr) {
+      result.reason = answer->answered ? attempt->last_failure : "runtime_unreachable";
+    } else if (code == GrpcCode::kDeadlineExceeded) {
+      result.reason = "timeout";
+    } else if (code == GrpcCode::kCancelled) {
+      result.reason = "cancelled";
+    } else {
+      result.reason = attempt->all_absent ? "image_absent" : attempt->last_failure;
+    }
+  }
+  auto waiters = std::move(attempt->waiters);
+  for (auto& waiter : waiters) waiter(result);
 }
 
 // --- name resolution for status, remove, list and create ---
@@ -461,9 +580,30 @@ std::vector<std::string> ImageService::LookupNames(const std::string& image,
   // image API, or a pull from before).
   if (auto stored = locations_.Find(reference->String())) add(*stored);
   if (config.image_names == config::ImageNames::kRequested) add(image);
-  for (const auto& candidate : image::Rewrite(*reference, config)) add(candidate.image);
+  for (const auto& candidate : image::Rewrite(*reference, config, image::PullScope::Lookup())) {
+    add(candidate.image);
+  }
   add(image);  // the name as given, last otherwise
   return names;
+}
+
+ImageService::RuntimeCaller ImageService::CallerOf(std::shared_ptr<InterceptedCall> call) {
+  return {.call =
+              [call](const std::string& path, std::string message, relay::UnaryCall::Done done) {
+                call->CallRuntime(path, std::move(message), std::move(done));
+              },
+          .gone = [call] { return call->finished(); }};
+}
+
+ImageService::RuntimeCaller ImageService::OwnCaller(relay::EventLoop& loop,
+                                                    relay::UpstreamPool& pool) {
+  return {.call =
+              [&loop, &pool](const std::string& path, std::string message,
+                             relay::UnaryCall::Done done) {
+                relay::UnaryCall::Start(loop, pool, relay::UnaryCall::OwnHeaders(path),
+                                        relay::FrameMessage(message), std::move(done));
+              },
+          .gone = [] { return false; }};
 }
 
 void ImageService::Resolve(std::shared_ptr<InterceptedCall> call, std::string status_path,
@@ -471,8 +611,17 @@ void ImageService::Resolve(std::shared_ptr<InterceptedCall> call, std::string st
                            std::vector<std::string> names,
                            std::function<std::string(const std::string&)> make_request,
                            Resolved done) {
+  Resolve(CallerOf(std::move(call)), std::move(status_path), config, given, std::move(names),
+          std::move(make_request), std::move(done));
+}
+
+void ImageService::Resolve(RuntimeCaller runtime, std::string status_path,
+                           const config::Config& config, const std::string& given,
+                           std::vector<std::string> names,
+                           std::function<std::string(const std::string&)> make_request,
+                           Resolved done) {
   auto resolution = std::make_shared<Resolution>();
-  resolution->call = std::move(call);
+  resolution->runtime = std::move(runtime);
   resolution->status_path = std::move(status_path);
   resolution->given = given;
   resolution->given_early = config.image_names == config::ImageNames::kRequested;
@@ -489,28 +638,27 @@ void ImageService::Resolve(std::shared_ptr<InterceptedCall> call, std::string st
 
 void ImageService::ResolveStep(std::shared_ptr<Resolution> resolution) {
   const std::string& name = resolution->names[resolution->next++];
-  resolution->call->CallRuntime(
-      resolution->status_path, resolution->make_request(name),
-      [this, resolution, &name](UnaryResult answer) {
-        if (resolution->call->finished()) return;
-        if (HasImage(answer)) {
-          // Next time the first call hits, whoever pulled the image (the shim or not); under
-          // its own name it needs no memory.
-          if (!resolution->key.empty()) {
-            if (name == resolution->given && resolution->given_early) {
-              locations_.Forget(resolution->key);
-            } else {
-              locations_.Remember(resolution->key, name);
-            }
-          }
-          return resolution->done(name, std::move(answer));
-        }
-        // An error ends the search: it is the runtime's answer to give.
-        if (!answer.ok() || resolution->next == resolution->names.size()) {
-          return resolution->done(std::nullopt, std::move(answer));
-        }
-        ResolveStep(resolution);
-      });
+  resolution->runtime.call(resolution->status_path, resolution->make_request(name),
+                           [this, resolution, &name](UnaryResult answer) {
+                             if (resolution->runtime.gone()) return;
+                             if (HasImage(answer)) {
+                               // Next time the first call hits, whoever pulled the image (the shim
+                               // or not); under its own name it needs no memory.
+                               if (!resolution->key.empty()) {
+                                 if (name == resolution->given && resolution->given_early) {
+                                   locations_.Forget(resolution->key);
+                                 } else {
+                                   locations_.Remember(resolution->key, name);
+                                 }
+                               }
+                               return resolution->done(name, std::move(answer));
+                             }
+                             // An error ends the search: it is the runtime's answer to give.
+                             if (!answer.ok() || resolution->next == resolution->names.size()) {
+                               return resolution->done(std::nullopt, std::move(answer));
+                             }
+                             ResolveStep(resolution);
+                           });
 }
 
 namespace {
@@ -534,14 +682,6 @@ void ReplyPinned(InterceptedCall& call, const UnaryResult& answer,
   if (!changed) return call.Reply(answer);
   call.ReplyMessage(response.SerializeAsString());
 }
-
-std::function<std::string(const std::string&)> PlainStatusRequest() {
-  return [](const std::string& name) {
-    pb::ImageStatusRequest request;
-    request.mutable_image()->set_image(name);
-    return request.SerializeAsString();
-  };
-}
 }  // namespace
 
 void ImageService::Status(std::shared_ptr<InterceptedCall> call, std::string_view version,
@@ -550,15 +690,42 @@ void ImageService::Status(std::shared_ptr<InterceptedCall> call, std::string_vie
   if (!request.ParseFromArray(message.data(), static_cast<int>(message.size()))) {
     return call->ReplyByRelaying();
   }
-  auto names = LookupNames(request.image().image(), *config);
-  if (names.empty()) {  // an image id: the runtime's answer, with pins marked
+  const std::string& given = request.image().image();
+  if (given.empty() || image::LooksLikeImageId(given)) {  // the runtime's answer, pins marked
     if (config->pin.empty()) return call->ReplyByRelaying();
     return call->CallRuntime(call->path(), std::string(message),
                              [call, config](UnaryResult answer) {
                                ReplyPinned<pb::ImageStatusResponse>(*call, answer, config->pin);
                              });
   }
+  auto start = std::chrono::steady_clock::now();
+  if (config->image_names == config::ImageNames::kRequested) {
+    // kubelet asks before every container start: held under kubelet's name, the runtime answers
+    // the request as it came, and only "absent" needs the lookup of the registries' names.
+    return call->CallRuntime(
+        call->path(), std::string(message),
+        [this, call, version = std::string(version), request = std::move(request), config,
+         start](UnaryResult answer) {
+          if (call->finished()) return;
+          bool present = HasImage(answer);
+          if (present || !answer.ok()) {
+            return StatusAnswered(*call, request.image().image(), config->pin, start,
+                                  present ? std::optional(request.image().image()) : std::nullopt,
+                                  answer);
+          }
+          StatusLookup(call, version, request, config, start, /*given_asked=*/true);
+        });
+  }
+  StatusLookup(call, version, request, config, start, /*given_asked=*/false);
+}
+
+void ImageService::StatusLookup(std::shared_ptr<InterceptedCall> call, std::string_view version,
+                                const pb::ImageStatusRequest& request, config::ConfigPtr config,
+                                std::chrono::steady_clock::time_point start, bool given_asked) {
   std::string requested = request.image().image();
+  auto names = LookupNames(requested, *config);
+  if (given_asked) std::erase(names, requested);
+  if (names.empty()) return call->ReplyByRelaying();  // unparsable: the runtime's own answer
   Resolve(
       call, ImageServicePath(version, "ImageStatus"), *config, requested, std::move(names),
       [request](const std::string& name) {
@@ -566,21 +733,28 @@ void ImageService::Status(std::shared_ptr<InterceptedCall> call, std::string_vie
         lookup.mutable_image()->set_image(name);
         return lookup.SerializeAsString();
       },
-      [call, requested, config, start = std::chrono::steady_clock::now()](
-          std::optional<std::string> stored, UnaryResult answer) {
-        auto took = std::chrono::steady_clock::now() - start;
-        // Kubelet asks for the status of an image before every container start: an answer is
-        // routine (debug); only a failed lookup is worth a line at the default level.
-        if (stored) {
-          spdlog::debug("status {} -> {}: present {}", requested, *stored, Millis(took));
-        } else if (answer.ok()) {
-          spdlog::debug("status {}: absent {}", requested, Millis(took));
-        } else {
-          spdlog::info("status {}: {} {} error={}", requested, relay::GrpcCodeName(answer.code),
-                       Millis(took), log::Quoted(Shorten(answer.message)));
-        }
-        ReplyPinned<pb::ImageStatusResponse>(*call, answer, config->pin);
+      [call, requested, config, start](std::optional<std::string> stored, UnaryResult answer) {
+        StatusAnswered(*call, requested, config->pin, start, stored, answer);
       });
+}
+
+void ImageService::StatusAnswered(InterceptedCall& call, const std::string& requested,
+                                  const std::vector<std::string>& pin,
+                                  std::chrono::steady_clock::time_point start,
+                                  const std::optional<std::string>& stored,
+                                  const UnaryResult& answer) {
+  auto took = std::chrono::steady_clock::now() - start;
+  // Kubelet asks for the status of an image before every container start: an answer is
+  // routine (debug); only a failed lookup is worth a line at the default level.
+  if (stored) {
+    spdlog::debug("status {} -> {}: present {}", requested, *stored, Millis(took));
+  } else if (answer.ok()) {
+    spdlog::debug("status {}: absent {}", requested, Millis(took));
+  } else {
+    spdlog::info("status {}: {} {} error={}", requested, relay::GrpcCodeName(answer.code),
+                 Millis(took), log::Quoted(Shorten(answer.message)));
+  }
+  ReplyPinned<pb::ImageStatusResponse>(call, answer, pin);
 }
 
 void ImageService::Remove(std::shared_ptr<InterceptedCall> call, std::string_view version,
@@ -665,6 +839,8 @@ void ImageService::CreateContainer(std::shared_ptr<InterceptedCall> call, std::s
               if (!answer.ok()) return call->Reply(answer);
               return call->ReplyByRelaying();
             }
+            spdlog::debug("create container image {} -> {}", request->config().image().image(),
+                          *stored);
             request->mutable_config()->mutable_image()->set_image(*stored);
             call->CallRuntime(path, request->SerializeAsString(),
                               [call](UnaryResult result) { call->Reply(result); });

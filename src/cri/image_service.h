@@ -21,11 +21,24 @@
 #include "cri/image_locations.h"
 #include "cri/pull_observer.h"
 #include "cri/requested_name.h"
+#include "cri_image.pb.h"
+#include "image/policy.h"
 #include "image/rewriter.h"
 #include "registry/health.h"
 #include "relay/intercepted_call.h"
 
 namespace shim::cri {
+
+// The outcome of a pull the shim makes on its own (prePull).
+struct OwnPullResult {
+  enum class State { kPresent, kPulled, kFailed };
+  State state = State::kFailed;
+  // kFailed: refused, image_absent, registry_down, credentials_rejected, invalid_reference,
+  // timeout, runtime_unreachable, cancelled or failed.
+  std::string reason;
+  std::string message;  // kFailed: what happened, for the log (never a credential)
+};
+using OwnPullDone = std::function<void(const OwnPullResult&)>;
 
 class ImageService final : public relay::Interceptor {
  public:
@@ -44,17 +57,48 @@ class ImageService final : public relay::Interceptor {
   // pull that needs it asks again.
   void DetectRuntime(relay::EventLoop& loop, relay::UpstreamPool& pool);
 
+  // Makes sure the runtime holds `image` (a normalised reference): present already (by its name
+  // or a registry's), or pulled through the normal path (policy, candidates of a pull without a
+  // pod, credentials, failover, naming), joining an identical pull under way. `done` runs once,
+  // later, on the loop thread.
+  void EnsurePresent(relay::EventLoop& loop, relay::UpstreamPool& pool, const std::string& image,
+                     OwnPullDone done);
+
   const ImageLocations& locations() const { return locations_; }
   size_t pulls_in_flight() const { return pulls_.size(); }
 
  private:
   struct PullAttempt;
   struct Resolution;
+  // Who makes the runtime calls of a lookup: a kubelet call (its metadata and deadline; nothing
+  // more once it is gone), or the shim itself.
+  struct RuntimeCaller {
+    std::function<void(const std::string& path, std::string message, relay::UnaryCall::Done)> call;
+    std::function<bool()> gone;
+  };
+  // Where a new pull attempt's runtime calls go, and as whom.
+  struct PullParams {
+    std::string requested;    // as the first caller sent it
+    std::string path;         // PullImage in the caller's API version
+    std::string status_path;  // ImageStatus in the same version
+    relay::Headers headers;   // the first caller's (metadata), or the shim's own
+    relay::EventLoop* loop = nullptr;
+    relay::UpstreamPool* pool = nullptr;
+    config::ConfigPtr config;
+  };
   using Resolved =
       std::function<void(std::optional<std::string> stored_name, relay::UnaryResult status_answer)>;
 
   void Pull(std::shared_ptr<relay::InterceptedCall> call, std::string_view version,
             std::string_view message, config::ConfigPtr config);
+  // The policy's refusal of `reference`, counted and logged (once a minute per image).
+  std::optional<image::Refusal> Refused(const image::Reference& reference,
+                                        const config::Config& config);
+  // The attempt under way for the same image, pod namespace and credentials, or a new one
+  // (`*started`: the caller must then TryNextCandidate it).
+  std::shared_ptr<PullAttempt> JoinOrStart(const image::Reference& reference,
+                                           imagecrishim::cri::PullImageRequest request,
+                                           PullParams params, bool* started);
   void TryNextCandidate(std::shared_ptr<PullAttempt> attempt);
   // A candidate served the image: holds it under the requested name when that applies, then
   // answers every caller.
@@ -77,6 +121,16 @@ class ImageService final : public relay::Interceptor {
 
   void Status(std::shared_ptr<relay::InterceptedCall> call, std::string_view version,
               std::string_view message, config::ConfigPtr config);
+  // The lookup of an image's registry names for a status call (`given_asked`: the name as
+  // given was asked already), and the reply.
+  void StatusLookup(std::shared_ptr<relay::InterceptedCall> call, std::string_view version,
+                    const imagecrishim::cri::ImageStatusRequest& request, config::ConfigPtr config,
+                    std::chrono::steady_clock::time_point start, bool given_asked);
+  static void StatusAnswered(relay::InterceptedCall& call, const std::string& requested,
+                             const std::vector<std::string>& pin,
+                             std::chrono::steady_clock::time_point start,
+                             const std::optional<std::string>& stored,
+                             const relay::UnaryResult& answer);
   void Remove(std::shared_ptr<relay::InterceptedCall> call, std::string_view version,
               std::string_view message, config::ConfigPtr config);
   void List(std::shared_ptr<relay::InterceptedCall> call, std::string_view version,
@@ -94,6 +148,11 @@ class ImageService final : public relay::Interceptor {
                const config::Config& config, const std::string& given,
                std::vector<std::string> names,
                std::function<std::string(const std::string&)> make_request, Resolved done);
+  void Resolve(RuntimeCaller runtime, std::string status_path, const config::Config& config,
+               const std::string& given, std::vector<std::string> names,
+               std::function<std::string(const std::string&)> make_request, Resolved done);
+  static RuntimeCaller CallerOf(std::shared_ptr<relay::InterceptedCall> call);
+  static RuntimeCaller OwnCaller(relay::EventLoop& loop, relay::UpstreamPool& pool);
   void ResolveStep(std::shared_ptr<Resolution> resolution);
 
   ConfigSource config_;
@@ -104,6 +163,10 @@ class ImageService final : public relay::Interceptor {
   RecordsSupport records_support_ = RecordsSupport::kUnknown;
   // Pulls under way, by image and caller credentials: a second identical pull joins the first.
   std::unordered_map<std::string, std::shared_ptr<PullAttempt>> pulls_;
+  // When a refusal of each image was last logged.
+  static constexpr std::chrono::seconds kRefusalLogInterval{60};
+  static constexpr size_t kRefusalLogMemory = 1024;
+  std::unordered_map<std::string, std::chrono::steady_clock::time_point> refusals_logged_;
 };
 
 }  // namespace shim::cri

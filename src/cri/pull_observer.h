@@ -15,6 +15,8 @@ class PullObserver {
   virtual void OnPullResult(const std::string& registry, std::string_view result) = 0;
   // A pull moved on from a failed registry to the next one.
   virtual void OnFailover() = 0;
+  // A pull the node's policy refused; `rule` is "deny:<prefix>" or "allow".
+  virtual void OnPullRefused(const std::string& rule) = 0;
 };
 
 }  // namespace shim::cri

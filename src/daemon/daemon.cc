@@ -21,6 +21,7 @@
 #include "config/loader.h"
 #include "config/store.h"
 #include "cri/image_service.h"
+#include "cri/pre_pull.h"
 #include "cri_image.pb.h"
 #include "daemon/config_sources.h"
 #include "daemon/http_endpoint.h"
@@ -284,6 +285,23 @@ int Run(const Options& options) {
   AddStateCollectors(metrics, store, health, sources);
   WatchRuntime(loop, server, metrics);
   loop.AddTimer(0ms, [&] { images.DetectRuntime(loop, server.upstream()); });
+  // prePull runs on the loop, after the socket serves: it never delays serving or readiness.
+  cri::PrePuller pre_pull(images, loop, server.upstream(), [&store] { return store.Get(); });
+  metrics.AddCollector([&pre_pull](std::string& out) {
+    PrometheusText text(out);
+    text.Family("image_cri_shim_prepull_state", "gauge",
+                "Each image prePull lists, with its state (pending, present, failed) and, when "
+                "failed, the reason.");
+    for (const auto& status : pre_pull.Snapshot()) {
+      std::string state(cri::PrePuller::StateName(status.state));
+      if (status.reason.empty()) {
+        text.Sample("image_cri_shim_prepull_state", {{"image", status.image}, {"state", state}}, 1);
+      } else {
+        text.Sample("image_cri_shim_prepull_state",
+                    {{"image", status.image}, {"state", state}, {"reason", status.reason}}, 1);
+      }
+    }
+  });
   HttpEndpoint endpoint;
   if (!config.metrics.address.empty()) {
     Status s = endpoint.Start(
@@ -328,6 +346,7 @@ int Run(const Options& options) {
                SHIM_VERSION);
   LogConfig(config);
   sources.Start();
+  loop.AddTimer(0ms, [&] { pre_pull.Start(); });
   NotifySystemd("READY=1");
   loop.Run();
 

@@ -68,6 +68,11 @@ void Metrics::OnFailover() {
   failovers_.fetch_add(1, std::memory_order_relaxed);
 }
 
+void Metrics::OnPullRefused(const std::string& rule) {
+  std::lock_guard lock(pulls_mutex_);
+  ++refusals_[rule];
+}
+
 void Metrics::AddCollector(std::function<void(std::string& out)> collector) {
   collectors_.push_back(std::move(collector));
 }
@@ -111,6 +116,15 @@ std::string Metrics::Render() const {
     for (const auto& [key, n] : pulls_) {
       text.Sample("image_cri_shim_pulls_total", {{"registry", key.first}, {"result", key.second}},
                   n);
+    }
+  }
+  text.Family("image_cri_shim_pulls_refused_total", "counter",
+              "Pulls the node's policy refused, by rule (deny:<prefix>, or allow when no allow "
+              "entry matched).");
+  {
+    std::lock_guard lock(pulls_mutex_);
+    for (const auto& [rule, n] : refusals_) {
+      text.Sample("image_cri_shim_pulls_refused_total", {{"rule", rule}}, n);
     }
   }
   text.Family("image_cri_shim_failovers_total", "counter",

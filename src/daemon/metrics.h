@@ -2,8 +2,8 @@
 // and that the metrics endpoint's thread renders in the Prometheus text format.
 //
 // Label values are bounded: methods come from cri/method.h's list of CRI methods (anything else
-// is "other"), registries from the configuration, codes from gRPC's list. No label ever carries an
-// image name or a credential.
+// is "other"), registries and policy rules from the configuration, codes from gRPC's list. No
+// label carries a credential, and only the images the configuration lists (prePull) name one.
 #pragma once
 
 #include <array>
@@ -33,6 +33,7 @@ class Metrics final : public relay::CallObserver, public cri::PullObserver {
   // Pulls (loop thread): one result per registry tried; a failover each time a pull moves on.
   void OnPullResult(const std::string& registry, std::string_view result) override;
   void OnFailover() override;
+  void OnPullRefused(const std::string& rule) override;
 
   void SetRuntimeReachable(bool reachable) { runtime_reachable_ = reachable; }
 
@@ -61,6 +62,7 @@ class Metrics final : public relay::CallObserver, public cri::PullObserver {
 
   mutable std::mutex pulls_mutex_;
   std::map<std::pair<std::string, std::string>, uint64_t> pulls_;  // GUARDED_BY(pulls_mutex_)
+  std::map<std::string, uint64_t> refusals_;                       // GUARDED_BY(pulls_mutex_)
 
   std::vector<std::function<void(std::string&)>> collectors_;
 };

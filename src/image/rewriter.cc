@@ -28,9 +28,19 @@ bool Serves(const config::Registry& registry, const std::string& name_slash) {
   return false;
 }
 
+bool InScope(const config::Registry& registry, const PullScope& scope) {
+  return scope.any_namespace || registry.namespaces.empty() ||
+         config::NamespaceMatches(registry.namespaces, scope.pod_namespace);
+}
+
+Candidate Origin(const Reference& reference) {
+  return Candidate{reference.String(), reference.domain, -1, {}};
+}
+
 }  // namespace
 
-std::vector<Candidate> Rewrite(const Reference& reference, const config::Config& config) {
+std::vector<Candidate> Rewrite(const Reference& reference, const config::Config& config,
+                               const PullScope& scope) {
   const auto& registries = config.registries;
 
   // Already on a configured registry: pull it there as is. With several registries on one host
@@ -46,6 +56,7 @@ std::vector<Candidate> Rewrite(const Reference& reference, const config::Config&
   }
   if (best >= 0) {
     const config::Registry& registry = registries[best];
+    if (!InScope(registry, scope)) return {Origin(reference)};  // not this pod's registry
     return {Candidate{reference.String(), Label(registry), best, registry.auth}};
   }
 
@@ -53,13 +64,13 @@ std::vector<Candidate> Rewrite(const Reference& reference, const config::Config&
   const std::string name_slash = reference.Name() + "/";
   for (size_t i = 0; i < registries.size(); ++i) {
     const config::Registry& registry = registries[i];
-    if (!Serves(registry, name_slash)) continue;
+    if (!Serves(registry, name_slash) || !InScope(registry, scope)) continue;
     candidates.push_back(Candidate{Label(registry) + "/" + reference.PathWithTagAndDigest(),
                                    Label(registry), static_cast<int>(i), registry.auth});
   }
   // The origin gets the caller's own credentials (imagePullSecrets), never a configured one.
   if (config.fallback_to_origin || candidates.empty()) {
-    candidates.push_back(Candidate{reference.String(), reference.domain, -1, {}});
+    candidates.push_back(Origin(reference));
   }
   return candidates;
 }

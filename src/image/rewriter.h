@@ -18,11 +18,24 @@ struct Candidate {
   bool is_origin() const { return registry_index < 0; }
 };
 
+// Whose pull it is. A registry with `namespaces` (and so its credentials) serves only pulls for
+// pods in those namespaces.
+struct PullScope {
+  std::string pod_namespace;   // the pod's namespace; "" for a pull without a pod (crictl, prePull)
+  bool any_namespace = false;  // name lookups (status, remove): every registry, no credentials
+
+  static PullScope ForPod(std::string pod_namespace) { return {std::move(pod_namespace), false}; }
+  static PullScope Lookup() { return {"", true}; }
+};
+
 // Order: if the image is already on a configured registry (same host and port), that one
 // candidate with that registry's credentials; otherwise one candidate per configured registry
 // that serves it (`address` first, then `registries`), then the original reference when
 // fallback_to_origin is on. When no configured registry serves the image (prefixes), the
 // original reference is the only candidate: the shim then changes nothing. Never empty.
-std::vector<Candidate> Rewrite(const Reference& reference, const config::Config& config);
+// Registries the scope may not use are left out; an image on such a registry has only its
+// origin as candidate (with the caller's credentials, never the registry's).
+std::vector<Candidate> Rewrite(const Reference& reference, const config::Config& config,
+                               const PullScope& scope);
 
 }  // namespace shim::image

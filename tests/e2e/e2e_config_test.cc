@@ -196,6 +196,34 @@ TEST_F(ConfigE2E, AConfigMapAtStartServesPullsAndTheOperatorsFileIsUntouched) {
   EXPECT_EQ(st.st_mode & 07777, 0700u);
 }
 
+// prePull from the ConfigMap (a cluster-wide list by kubectl): pulled at start through the
+// ConfigMap's registry, and a change of the list pulls what it adds, without any caller.
+TEST_F(ConfigE2E, APrePullListFromTheConfigMapIsPulledAndAChangePullsWhatItAdds) {
+  std::string registries_b = "registries:\n- address: " + b_->Address() +
+                             "\n  auth: {username: " + kUserB + ", password: \"" + kPasswordB +
+                             "\"}\n";
+  CriClient direct(containerd_->Socket());
+  // Earlier tests pulled these: prePull would find them present.
+  ASSERT_TRUE(direct.RemoveImage(kImage, {.timeout = 20s}).ok());
+  ASSERT_TRUE(direct.RemoveImage(kOnlyOnB, {.timeout = 20s}).ok());
+  api_->SetData({{"registries.yaml", SealosA() + registries_b + "prePull: [team/app:1]\n"}});
+  api_->Start();
+  StartShim(LocalConfig());
+  auto held = [&](const std::string& name, const std::string& id) {
+    cri::ImageStatusResponse status;
+    return direct.ImageStatus(name, &status, {.timeout = 20s}).ok() && status.image().id() == id;
+  };
+  ASSERT_TRUE(WaitUntil([&] { return held(kImage, id_a_); }, 30s)) << shim_->Log();
+  const std::string id_only_b = BuildTestImage(b_->host_name()).image_id;
+  EXPECT_FALSE(held(kOnlyOnB, id_only_b));
+  api_->SetData(
+      {{"registries.yaml", SealosA() + registries_b + "prePull: [team/app:1, team/only-b:1]\n"}});
+  EXPECT_TRUE(WaitUntil([&] { return held(kOnlyOnB, id_only_b); }, 30s)) << shim_->Log();
+  EXPECT_TRUE(LogHas("prePull docker.io/team/only-b:1: pulled")) << shim_->Log();
+  EXPECT_TRUE(direct.RemoveImage(kImage, {.timeout = 20s}).ok());
+  EXPECT_TRUE(direct.RemoveImage(kOnlyOnB, {.timeout = 20s}).ok());
+}
+
 TEST_F(ConfigE2E, AConfigMapThatPromotesTheBackupServesPullsFromIt) {
   // The node's file: primary A, backup B with its credentials. The ConfigMap promotes B in the
   // documented shape, without repeating B's credentials.

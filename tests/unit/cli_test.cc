@@ -98,6 +98,35 @@ TEST_F(Cli, RewritePrintsCandidatesWithUserButNoPassword) {
   EXPECT_EQ(r.all().find(kBackupSecret), std::string::npos);
 }
 
+TEST_F(Cli, RewriteShowsWhatAPodInANamespaceGetsOrTheRuleThatRefusesIt) {
+  std::string path =
+      Write("policy.yaml",
+            "address: registry.company.com\nauth: admin:" + std::string(kSecret) +
+                "\nregistries:\n- address: tenant.example.com\n  auth: t:" + kBackupSecret +
+                "\n  namespaces: [\"tenant-*\"]\ndeny: [docker.io/blocked/]\n"
+                "stateDir: " +
+                dir_ + "/state\n");
+  Output pod = Run("rewrite --file " + path + " --namespace tenant-b app:1");
+  EXPECT_EQ(pod.code, 0) << pod.all();
+  EXPECT_EQ(pod.out,
+            "app:1 -> registry.company.com/library/app:1 (registry registry.company.com, user "
+            "admin)\n"
+            "app:1 -> tenant.example.com/library/app:1 (registry tenant.example.com, user t)\n");
+  Output no_pod = Run("rewrite --file " + path + " app:1");
+  EXPECT_EQ(no_pod.out,
+            "app:1 -> registry.company.com/library/app:1 (registry registry.company.com, user "
+            "admin)\n");
+  Output refused = Run("rewrite --file " + path + " -n tenant-b blocked/x:1 app:1");
+  EXPECT_EQ(refused.code, 1) << refused.all();
+  EXPECT_EQ(refused.out.substr(0, refused.out.find('\n') + 1),
+            "blocked/x:1 -> refused: deny \"docker.io/blocked/\" matches it\n");
+  EXPECT_NE(refused.out.find("app:1 -> tenant.example.com/library/app:1"), std::string::npos);
+  for (const Output& r : {pod, no_pod, refused}) {
+    EXPECT_EQ(r.all().find(kSecret), std::string::npos);
+    EXPECT_EQ(r.all().find(kBackupSecret), std::string::npos);
+  }
+}
+
 TEST_F(Cli, RewriteShowsTheOriginWhenFallbackIsOn) {
   std::string path = Write(
       "fallback.yaml",

@@ -3,10 +3,12 @@
 
 #include <gtest/gtest.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "config/loader.h"
+#include "image/policy.h"
 
 namespace shim::image {
 namespace {
@@ -89,7 +91,8 @@ TEST_P(RewriteTable, Candidates) {
   StatusOr<Reference> ref = ParseReference(c.image);
   ASSERT_TRUE(ref.ok()) << ref.status().message();
   std::vector<std::string> got;
-  for (const Candidate& candidate : Rewrite(*ref, *loaded.config)) got.push_back(Show(candidate));
+  for (const Candidate& candidate : Rewrite(*ref, *loaded.config, PullScope{}))
+    got.push_back(Show(candidate));
   EXPECT_EQ(got, c.want);
 }
 
@@ -260,7 +263,7 @@ registries:
   config.registries[0].prefixes = {"registry.k8s.io/"};
   StatusOr<Reference> ref = ParseReference("quay.io/org/app:1");
   ASSERT_TRUE(ref.ok());
-  std::vector<Candidate> got = Rewrite(*ref, config);
+  std::vector<Candidate> got = Rewrite(*ref, config, PullScope{});
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].image, "quay.io/org/app:1");
   EXPECT_TRUE(got[0].is_origin());
@@ -272,7 +275,7 @@ TEST(Rewrite, EmptyConfigurationKeepsTheOriginal) {
   config::Config config;
   StatusOr<Reference> ref = ParseReference("nginx");
   ASSERT_TRUE(ref.ok());
-  std::vector<Candidate> got = Rewrite(*ref, config);
+  std::vector<Candidate> got = Rewrite(*ref, config, PullScope{});
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].image, "docker.io/library/nginx:latest");
   EXPECT_EQ(got[0].registry_index, -1);
@@ -286,12 +289,104 @@ TEST(Rewrite, EveryCandidateParsesAsAReference) {
                             "dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd"}) {
     StatusOr<Reference> ref = ParseReference(image);
     ASSERT_TRUE(ref.ok()) << image;
-    for (const Candidate& c : Rewrite(*ref, *loaded.config)) {
+    for (const Candidate& c : Rewrite(*ref, *loaded.config, PullScope{})) {
       StatusOr<Reference> again = ParseReference(c.image);
       ASSERT_TRUE(again.ok()) << c.image;
       EXPECT_EQ(again->String(), c.image);
     }
   }
+}
+
+const char kTenants[] = R"(
+address: https://shared.example.com
+auth: shared:ps
+registries:
+- address: https://team-a.example.com
+  auth: a:pa
+  namespaces: [team-a]
+- address: https://tenants.example.com
+  auth: t:pt
+  namespaces: ["tenant-*"]
+)";
+
+std::vector<std::string> Candidates(const char* yaml, const std::string& image,
+                                    const PullScope& scope) {
+  config::LoadResult loaded = config::ParseConfig(yaml, "t.yaml");
+  EXPECT_TRUE(loaded.ok()) << (loaded.errors.empty() ? "" : loaded.errors.front());
+  StatusOr<Reference> ref = ParseReference(image);
+  EXPECT_TRUE(ref.ok()) << image;
+  std::vector<std::string> got;
+  for (const Candidate& c : Rewrite(*ref, *loaded.config, scope)) got.push_back(Show(c));
+  return got;
+}
+
+TEST(Rewrite, RegistriesWithNamespacesServeOnlyTheirPods) {
+  using V = std::vector<std::string>;
+  EXPECT_EQ(Candidates(kTenants, "app:1", PullScope::ForPod("team-a")),
+            (V{"shared.example.com/library/app:1 | shared.example.com | 0 | shared:ps",
+               "team-a.example.com/library/app:1 | team-a.example.com | 1 | a:pa"}));
+  EXPECT_EQ(Candidates(kTenants, "app:1", PullScope::ForPod("tenant-blue")),
+            (V{"shared.example.com/library/app:1 | shared.example.com | 0 | shared:ps",
+               "tenants.example.com/library/app:1 | tenants.example.com | 2 | t:pt"}));
+  // Exact names are exact; a prefix needs its '*'.
+  for (const char* other : {"team-ab", "team", "tenant", "default"}) {
+    EXPECT_EQ(Candidates(kTenants, "app:1", PullScope::ForPod(other)),
+              V{"shared.example.com/library/app:1 | shared.example.com | 0 | shared:ps"})
+        << other;
+  }
+  // A pull without a pod (crictl, prePull): registries without `namespaces` only.
+  EXPECT_EQ(Candidates(kTenants, "app:1", PullScope::ForPod("")),
+            V{"shared.example.com/library/app:1 | shared.example.com | 0 | shared:ps"});
+  // Name lookups (status, remove) consider every registry: no credentials travel there.
+  EXPECT_EQ(Candidates(kTenants, "app:1", PullScope::Lookup()).size(), 3u);
+}
+
+TEST(Rewrite, AnImageOnAnotherTenantsRegistryGetsNoneOfItsCredentials) {
+  using V = std::vector<std::string>;
+  EXPECT_EQ(Candidates(kTenants, "team-a.example.com/x/app:1", PullScope::ForPod("team-a")),
+            V{"team-a.example.com/x/app:1 | team-a.example.com | 1 | a:pa"});
+  EXPECT_EQ(Candidates(kTenants, "team-a.example.com/x/app:1", PullScope::ForPod("tenant-b")),
+            V{"team-a.example.com/x/app:1 | team-a.example.com | -1 | -"});
+  EXPECT_EQ(Candidates(kTenants, "team-a.example.com/x/app:1", PullScope::ForPod("")),
+            V{"team-a.example.com/x/app:1 | team-a.example.com | -1 | -"});
+}
+
+std::optional<Refusal> Check(const std::string& yaml, const std::string& image) {
+  config::LoadResult loaded =
+      config::ParseConfig("address: registry.company.com\n" + yaml, "t.yaml");
+  EXPECT_TRUE(loaded.ok()) << (loaded.errors.empty() ? "" : loaded.errors.front());
+  StatusOr<Reference> ref = ParseReference(image);
+  EXPECT_TRUE(ref.ok()) << image;
+  return CheckPolicy(*ref, *loaded.config);
+}
+
+TEST(Policy, DenyWinsAllowLimitsAndNothingAllowsEverything) {
+  EXPECT_FALSE(Check("", "anything.example.com/x:1"));
+  // A prefix with a tag could never match whole components: it is rejected, not ignored.
+  config::LoadResult bad = config::ParseConfig(
+      "address: registry.company.com\ndeny: [\"docker.io/library/nginx:1\"]\n", "t.yaml");
+  EXPECT_FALSE(bad.ok());
+  const std::string good =
+      "allow: [docker.io/library/, registry.company.com/]\n"
+      "deny: [docker.io/library/redis]\n";
+  EXPECT_FALSE(Check(good, "nginx:1"));
+  EXPECT_FALSE(Check(good, "registry.company.com/team/app:2"));
+  EXPECT_FALSE(Check(good, "redis-exporter:1")) << "whole path components only";
+  auto denied = Check(good, "redis:7");
+  ASSERT_TRUE(denied);
+  EXPECT_EQ(denied->rule, "deny \"docker.io/library/redis/\" matches it");
+  EXPECT_EQ(denied->metric, "deny:docker.io/library/redis/");
+  EXPECT_EQ(denied->Message("redis:7"),
+            "image-cri-shim: pull of redis:7 refused by the node's pull policy: deny "
+            "\"docker.io/library/redis/\" matches it");
+  auto unallowed = Check(good, "quay.io/org/app:1");
+  ASSERT_TRUE(unallowed);
+  EXPECT_EQ(unallowed->rule,
+            "no `allow` entry matches it (allow: docker.io/library/, registry.company.com/)");
+  EXPECT_EQ(unallowed->metric, "allow");
+  // deny alone: everything else is allowed.
+  EXPECT_TRUE(Check("deny: [quay.io]\n", "quay.io/org/app:1"));
+  EXPECT_FALSE(Check("deny: [quay.io]\n", "docker.io/org/app:1"));
 }
 
 }  // namespace

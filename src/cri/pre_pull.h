@@ -1,0 +1,92 @@
+// `prePull`: the images the configuration lists, made present on the node when the shim starts
+// and whenever the list changes (file or ConfigMap), through the normal pull path
+// (ImageService::EnsurePresent: policy, rewrite, credentials, order, failover, naming). Images
+// already present are skipped; a failure is retried with backoff; present images are checked
+// again now and then, so one removed by hand or by garbage collection comes back. Nothing here
+// delays serving: it all runs as timers and callbacks on the loop. Every state change is logged,
+// and the states are kept for the metrics.
+//
+// Loop thread, except Snapshot (any thread).
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "cri/image_service.h"
+#include "relay/event_loop.h"
+#include "relay/upstream.h"
+
+namespace shim::cri {
+
+class PrePuller {
+ public:
+  enum class State { kPending, kPresent, kFailed };
+  struct Status {
+    std::string image;
+    State state = State::kPending;
+    std::string reason;  // kFailed: OwnPullResult::reason
+  };
+  struct Timing {
+    std::chrono::milliseconds check_list = std::chrono::seconds(1);  // how often the list is read
+    std::chrono::milliseconds first_retry = std::chrono::seconds(5);
+    std::chrono::milliseconds longest_retry = std::chrono::minutes(5);
+    std::chrono::milliseconds recheck_present = std::chrono::minutes(10);
+  };
+
+  // All must outlive the PrePuller.
+  PrePuller(ImageService& images, relay::EventLoop& loop, relay::UpstreamPool& pool,
+            ImageService::ConfigSource config, Timing timing);
+  PrePuller(ImageService& images, relay::EventLoop& loop, relay::UpstreamPool& pool,
+            ImageService::ConfigSource config)
+      : PrePuller(images, loop, pool, std::move(config), Timing()) {}
+  ~PrePuller();
+  PrePuller(const PrePuller&) = delete;
+  PrePuller& operator=(const PrePuller&) = delete;
+
+  // Reads the list now and then every `check_list`.
+  void Start();
+  // The images listed now, each with its state. Any thread.
+  std::vector<Status> Snapshot() const;
+
+  static std::string_view StateName(State state);
+
+ private:
+  struct Entry {
+    State state = State::kPending;
+    std::string reason;
+    int failures = 0;  // in a row
+    bool in_flight = false;
+    relay::EventLoop::TimerId timer = 0;
+    uint64_t generation = 0;  // of the listing that made it: a stale answer is ignored
+  };
+
+  void CheckList();
+  void Sync(const std::vector<std::string>& images);
+  void Try(const std::string& image);
+  void Settled(const std::string& image, uint64_t generation, const OwnPullResult& result);
+  void Schedule(const std::string& image, Entry& entry, std::chrono::milliseconds delay);
+  std::chrono::milliseconds RetryDelay(int failures);
+
+  ImageService& images_;
+  relay::EventLoop& loop_;
+  relay::UpstreamPool& pool_;
+  ImageService::ConfigSource config_;
+  Timing timing_;
+  config::ConfigPtr seen_;  // the snapshot the list was last read from
+  std::vector<std::string> listed_;
+  uint64_t generation_ = 0;
+  relay::EventLoop::TimerId check_timer_ = 0;
+  // Callbacks hold a weak reference: after destruction they do nothing.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+
+  mutable std::mutex mutex_;  // guards entries_ against Snapshot
+  std::map<std::string, Entry> entries_;
+};
+
+}  // namespace shim::cri
