@@ -384,6 +384,11 @@ TEST(Policy, DenyWinsAllowLimitsAndNothingAllowsEverything) {
   EXPECT_EQ(unallowed->rule,
             "no `allow` entry matches it (allow: docker.io/library/, registry.company.com/)");
   EXPECT_EQ(unallowed->metric, "allow");
+  // allow alone: what it lists, nothing else.
+  EXPECT_FALSE(Check("allow: [registry.company.com/]\n", "registry.company.com/team/app:1"));
+  auto alone = Check("allow: [registry.company.com/]\n", "nginx:1");
+  ASSERT_TRUE(alone);
+  EXPECT_EQ(alone->metric, "allow");
   // deny alone: everything else is allowed.
   EXPECT_TRUE(Check("deny: [quay.io]\n", "quay.io/org/app:1"));
   EXPECT_FALSE(Check("deny: [quay.io]\n", "docker.io/org/app:1"));
