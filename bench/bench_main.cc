@@ -24,6 +24,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -60,10 +61,11 @@ namespace crit = ::imagecrishim::cri::test;
 
 struct Options {
   std::string shim_binary;
-  long calls = 20000;   // per target, per method and number of callers
-  double duration = 0;  // seconds per target per measurement; > 0 replaces `calls`
-  int rounds = 10;      // interleaved rounds each measurement is split into
-  long warmup = 500;    // calls per target before each measurement
+  std::string pipe_binary;  // cri-byte-pipe: the floor; "" = no floor rows
+  long calls = 20000;       // per target, per method and number of callers
+  double duration = 0;      // seconds per target per measurement; > 0 replaces `calls`
+  int rounds = 10;          // interleaved rounds each measurement is split into
+  long warmup = 500;        // calls per target before each measurement
   std::vector<std::string> methods = {"Version", "ListContainers", "ImageStatus", "ListImages"};
   std::vector<int> callers = {1, 8};
   long memory_calls = 100000;  // per memory round (two rounds)
@@ -326,6 +328,7 @@ struct Measurement {
   std::string method;
   int callers = 0;
   Side direct, shim;
+  Side pipe;  // the byte pipe in the shim's place (the floor); calls == 0 when not measured
 };
 
 double TickUs() {
@@ -581,8 +584,9 @@ std::string CpuModel() {
   return "unknown";
 }
 
-Measurement Measure(const Options& options, Target& direct, Target& shim, pid_t runtime_pid,
-                    const Method& method, int callers) {
+// `pipe` (may be null): a byte pipe in the shim's place, measured in the same rounds.
+Measurement Measure(const Options& options, Target& direct, Target& shim, Target* pipe,
+                    pid_t runtime_pid, const Method& method, int callers) {
   Measurement m;
   m.method = method.name;
   m.callers = callers;
@@ -603,18 +607,24 @@ Measurement Measure(const Options& options, Target& direct, Target& shim, pid_t 
   }
   RunBlock(direct, one, false, callers, options.warmup, 0, {});
   RunBlock(shim, one, true, callers, options.warmup, 0, {});
+  if (pipe != nullptr) RunBlock(*pipe, one, false, callers, options.warmup, 0, {});
   long per_round = std::max(1L, options.calls / options.rounds);
   double seconds = options.duration > 0 ? options.duration / options.rounds : 0;
+  // The order turns each round so that drift hits every target alike:
+  // d s | s d | ... without the pipe, d s p | s p d | p d s | ... with it.
+  int targets = pipe != nullptr ? 3 : 2;
   for (int round = 0; round < options.rounds; ++round) {
-    for (int turn = 0; turn < 2; ++turn) {
-      bool shim_turn = (round % 2 == 0) == (turn == 1);  // d s | s d | d s ...
-      Target& target = shim_turn ? shim : direct;
-      Side& side = shim_turn ? m.shim : m.direct;
-      ProcSample before = SampleProcess(shim.pid);
+    for (int turn = 0; turn < targets; ++turn) {
+      int which = targets == 2 ? ((round % 2 == 0) == (turn == 1) ? 1 : 0) : (round + turn) % 3;
+      bool shim_turn = which == 1;
+      Target& target = which == 0 ? direct : which == 1 ? shim : *pipe;
+      Side& side = which == 0 ? m.direct : which == 1 ? m.shim : m.pipe;
+      pid_t relay_pid = which == 2 ? pipe->pid : shim.pid;  // whose CPU this side reports
+      ProcSample before = SampleProcess(relay_pid);
       ProcSample runtime_before = SampleProcess(runtime_pid);
       BlockResult block = RunBlock(target, one, shim_turn, callers, per_round, seconds,
                                    shim_turn ? shim_size : direct_size);
-      ProcSample after = SampleProcess(shim.pid);
+      ProcSample after = SampleProcess(relay_pid);
       ProcSample runtime_after = SampleProcess(runtime_pid);
       side.ticks += after.ticks - before.ticks;
       side.sched_ns += after.sched_ns - before.sched_ns;
@@ -625,6 +635,7 @@ Measurement Measure(const Options& options, Target& direct, Target& shim, pid_t 
   }
   m.direct.Finish();
   m.shim.Finish();
+  m.pipe.Finish();
   return m;
 }
 
@@ -712,6 +723,21 @@ Report Run(const Options& options) {
   Target through("shim", socket, max_callers);
   direct.pid = runtime_pid;
   through.pid = shim.pid();
+  // The floor: a plain byte pipe in the shim's place, between the same client and containerd.
+  std::unique_ptr<Subprocess> pipe_process;
+  std::unique_ptr<Target> pipe;
+  if (!options.pipe_binary.empty()) {
+    std::string pipe_socket = dir.File("pipe.sock");
+    pipe_process = std::make_unique<Subprocess>(
+        SubprocessOptions{.argv = {options.pipe_binary, pipe_socket, containerd.Socket()},
+                          .log_path = dir.File("pipe.log")});
+    pipe_process->Start();
+    if (!WaitUntil([&] { return UnixSocketAccepts(pipe_socket); }, std::chrono::seconds(10))) {
+      throw std::runtime_error("the byte pipe did not start: " + pipe_process->LogText());
+    }
+    pipe = std::make_unique<Target>("pipe", pipe_socket, max_callers);
+    pipe->pid = pipe_process->pid();
+  }
 
   Progress("pulling nginx:latest through the shim, as kubelet would");
   {
@@ -760,22 +786,26 @@ Report Run(const Options& options) {
 
   report.loadavg = FirstLine(ReadSmallFile("/proc/loadavg").value_or("?"));
   MachineSample machine_before = SampleMachine();
+  pid_t pipe_pid = pipe ? pipe->pid : 0;
   long long ours_before = SampleProcess(getpid()).ticks + SampleProcess(shim.pid()).ticks +
-                          SampleProcess(runtime_pid).ticks;
+                          SampleProcess(runtime_pid).ticks +
+                          (pipe_pid ? SampleProcess(pipe_pid).ticks : 0);
   for (const Method* method : selected) {
     for (int callers : options.callers) {
       Progress(method->name + " at " + std::to_string(callers) + " caller(s)");
       report.measurements.push_back(
-          Measure(options, direct, through, runtime_pid, *method, callers));
+          Measure(options, direct, through, pipe.get(), runtime_pid, *method, callers));
       const auto& m = report.measurements.back();
       Progress("  direct p50 " + Fixed(m.direct.p50, 0) + " us, shim p50 " + Fixed(m.shim.p50, 0) +
-               " us, throughput ratio " + Fixed(m.shim.cps / m.direct.cps, 2));
+               " us, throughput ratio " + Fixed(m.shim.cps / m.direct.cps, 2) +
+               (m.pipe.calls > 0 ? ", pipe p50 " + Fixed(m.pipe.p50, 0) + " us" : ""));
     }
   }
   {
     MachineSample machine_after = SampleMachine();
     long long ours_after = SampleProcess(getpid()).ticks + SampleProcess(shim.pid()).ticks +
-                           SampleProcess(runtime_pid).ticks;
+                           SampleProcess(runtime_pid).ticks +
+                           (pipe_pid ? SampleProcess(pipe_pid).ticks : 0);
     double total = static_cast<double>(machine_after.total - machine_before.total);
     if (total > 0) {
       double busy = static_cast<double>(machine_after.busy - machine_before.busy);
@@ -816,6 +846,36 @@ struct TargetRow {
   bool met;
 };
 
+// CPU per call of the relay serving `side` (the shim, or the pipe for the pipe's side), from
+// schedstat run time (ns; /proc/PID/stat's 10 ms ticks are too coarse for the pipe).
+double SchedCpuPerCall(const Side& side) {
+  return side.calls ? side.sched_ns / 1000.0 / side.calls : 0;
+}
+
+// The methods the shim relays as they are (not the image calls it answers itself).
+bool Relayed(const std::string& method) {
+  return method == "Version" || method == "ListContainers";
+}
+
+// One line per measurement against the floor: pipe p50 and CPU, and the shim's over them.
+struct FloorRow {
+  std::string method;
+  int callers;
+  double pipe_p50, pipe_over_direct, shim_over_pipe, pipe_cpu, shim_cpu, cpu_ratio;
+};
+std::vector<FloorRow> FloorRows(const Report& r) {
+  std::vector<FloorRow> rows;
+  for (const auto& m : r.measurements) {
+    if (m.pipe.calls == 0) continue;
+    // schedstat (ns) rather than stat (10 ms ticks): the pipe's CPU is a few us per call.
+    double pipe_cpu = SchedCpuPerCall(m.pipe), shim_cpu = SchedCpuPerCall(m.shim);
+    rows.push_back({m.method, m.callers, m.pipe.p50, m.pipe.p50 / m.direct.p50,
+                    m.shim.p50 / m.pipe.p50, pipe_cpu, shim_cpu,
+                    pipe_cpu > 0 ? shim_cpu / pipe_cpu : 0});
+  }
+  return rows;
+}
+
 std::vector<TargetRow> Targets(const Report& r) {
   std::vector<TargetRow> rows;
   for (const auto& m : r.measurements) {
@@ -830,6 +890,25 @@ std::vector<TargetRow> Targets(const Report& r) {
       double ratio = m.shim.cps / m.direct.cps;
       rows.push_back({"throughput shim/direct, 8 callers, " + m.method, ">= 0.75", Fixed(ratio, 3),
                       ratio >= 0.75});
+    }
+  }
+  // The relay's own cost against the floor (a byte pipe in its place, same run).
+  for (const auto& f : FloorRows(r)) {
+    if (f.callers == 1 && Relayed(f.method)) {
+      rows.push_back({"shim CPU per call / pipe's, 1 caller, " + f.method, "<= 1.25",
+                      Fixed(f.cpu_ratio, 2), f.cpu_ratio <= 1.25});
+    }
+  }
+  for (const auto& m : r.measurements) {
+    if (m.pipe.calls > 0 && m.callers == 1 && Relayed(m.method)) {
+      double ratio = m.shim.p50 / m.direct.p50;
+      rows.push_back({"p50 shim/direct, 1 caller, relayed " + m.method + " (floor target)",
+                      "<= 1.25", Fixed(ratio, 3), ratio <= 1.25});
+    }
+    if (m.pipe.calls > 0 && m.callers == 8 && Relayed(m.method)) {
+      double ratio = m.shim.cps / m.direct.cps;
+      rows.push_back({"throughput shim/direct, 8 callers, relayed " + m.method + " (floor target)",
+                      ">= 0.85", Fixed(ratio, 3), ratio >= 0.85});
     }
   }
   if (r.count.done) {
@@ -878,6 +957,19 @@ void PrintText(const Report& r, std::ostream& out) {
   }
   out << "(latencies in us; x = shim / direct; shim CPU from /proc/PID/stat utime+stime, in "
          "parentheses from schedstat run time)\n\n";
+  if (auto floor = FloorRows(r); !floor.empty()) {
+    out << "the floor: a plain byte pipe in the shim's place, same rounds\n"
+        << Pad("method", 18, true) << Pad("callers", 8) << " |" << Pad("pipe p50", 9)
+        << Pad("pipe/direct", 12) << Pad("shim/pipe", 10) << " |" << Pad("pipe CPU", 9)
+        << Pad("shim CPU", 9) << Pad("shim/pipe", 10) << "\n";
+    for (const auto& f : floor) {
+      out << Pad(f.method, 18, true) << Pad(std::to_string(f.callers), 8) << " |"
+          << Pad(Fixed(f.pipe_p50, 0), 9) << Pad(Fixed(f.pipe_over_direct, 2), 12)
+          << Pad(Fixed(f.shim_over_pipe, 2), 10) << " |" << Pad(Fixed(f.pipe_cpu, 1), 9)
+          << Pad(Fixed(f.shim_cpu, 1), 9) << Pad(Fixed(f.cpu_ratio, 2), 10) << "\n";
+    }
+    out << "(p50 in us; CPU in us per call from schedstat run time)\n\n";
+  }
   out << "containerd CPU us/call (stat):";
   for (const auto& m : r.measurements) {
     out << "  " << m.method << "/" << m.callers << " direct "
@@ -942,6 +1034,21 @@ void WriteMarkdown(const Report& r, const Options& options, const std::string& p
       << "`, containerd directly for `" << r.stored_name << "`. Shim CPU from "
       << "`/proc/PID/stat` utime+stime (in parentheses: the sum of the threads' schedstat run "
       << "time).\n\n";
+  if (auto floor = FloorRows(r); !floor.empty()) {
+    out << "The floor, in the same rounds: a plain byte pipe (`cri-byte-pipe`: one thread, epoll, "
+           "read and write) in the shim's place between the same client and containerd. CPU per "
+           "call from schedstat run time.\n\n";
+    out << "| method | callers | pipe p50 us | pipe/direct p50 | shim/pipe p50 | pipe CPU us/call "
+           "| shim CPU us/call | shim/pipe CPU |\n";
+    out << "|---|---:|---:|---:|---:|---:|---:|---:|\n";
+    for (const auto& f : floor) {
+      out << "| " << f.method << " | " << f.callers << " | " << Fixed(f.pipe_p50, 0) << " | "
+          << Fixed(f.pipe_over_direct, 2) << " | " << Fixed(f.shim_over_pipe, 2) << " | "
+          << Fixed(f.pipe_cpu, 1) << " | " << Fixed(f.shim_cpu, 1) << " | " << Fixed(f.cpu_ratio, 2)
+          << " |\n";
+    }
+    out << "\n";
+  }
   out << "| figure | value |\n|---|---|\n";
   out << "| start to ready, socket accepting (median of " << r.starts.ready_ms.size() << ") | "
       << Fixed(r.starts.accept_median, 1) << " ms |\n";
@@ -1023,6 +1130,10 @@ int main(int argc, char** argv) {
   std::string methods_text;
   std::string callers_text;
   app.add_option("--shim", options.shim_binary, "The image-cri-shim binary")->capture_default_str();
+  options.pipe_binary = (std::filesystem::path(argv[0]).parent_path() / "cri-byte-pipe").string();
+  app.add_option("--pipe", options.pipe_binary,
+                 "The byte pipe measured as the floor (cri-byte-pipe); \"\" = no floor")
+      ->capture_default_str();
   auto* calls_opt = app.add_option("--calls", options.calls,
                                    "Calls per target for each method and number of callers")
                         ->capture_default_str();
