@@ -14,8 +14,9 @@ packages=(
   # real parts the end-to-end tests and the demo run
   containerd docker-registry skopeo umoci busybox-static apache2-utils openssl util-linux
   procps curl
-  # make package (CPack DEB: dpkg-shlibdeps, file) and its test (systemd-analyze verify)
-  dpkg-dev file systemd
+  # make package (CPack DEB: dpkg-shlibdeps, file) and its tests (systemd-analyze verify; lintian,
+  # and man for the manual page)
+  dpkg-dev file systemd lintian man-db
 )
 # `install-deps.sh fuzz` (make fuzz): clang and its libFuzzer runtime; make test needs neither.
 if [ "${1:-}" = fuzz ]; then

@@ -4,8 +4,12 @@
 #
 #   check_packaging.sh install BUILD_DIR SOURCE_DIR   cmake --install with DESTDIR: layout, modes,
 #                                                     the unit, no overwrite of a config
-#   check_packaging.sh deb BUILD_DIR SOURCE_DIR       cpack DEB, its control data, then dpkg -i
+#   check_packaging.sh deb BUILD_DIR SOURCE_DIR       cpack DEB, its control data, copyright,
+#                                                     changelog and manual page, then dpkg -i
 #                                                     into a private root, --version, dpkg -P
+#   check_packaging.sh lintian BUILD_DIR SOURCE_DIR   cpack DEB, then lintian: any error or
+#                                                     warning fails, so does an override without
+#                                                     a reason or one that no longer matches
 # Exit 0 when every check passes; otherwise each failed check is printed and the exit is 1.
 set -uo pipefail
 
@@ -48,9 +52,10 @@ expect_exec_start() {
   fi
 }
 # systemd-analyze verify on a copy of the unit whose ExecStart is the staged binary (verify
-# insists that the command exists). Skipped when systemd-analyze is not installed.
+# insists that the command exists), with the staged manual pages (it runs man for each
+# Documentation=man:...). Skipped when systemd-analyze is not installed.
 verify_unit() {
-  local unit=$1 binary=$2 installed_path=$3
+  local unit=$1 binary=$2 installed_path=$3 man_dir=$4
   if ! command -v systemd-analyze >/dev/null; then
     echo "skip: systemd-analyze not installed (apt-get install systemd)"
     return
@@ -58,7 +63,8 @@ verify_unit() {
   local copy=$tmp/verify/image-cri-shim.service out
   mkdir -p "$tmp/verify"
   sed "s#^ExecStart=$installed_path #ExecStart=$binary #" "$unit" >"$copy"
-  if out=$(systemd-analyze verify "$copy" 2>&1) && [ -z "$out" ]; then
+  # Documentation=man:image-cri-shim(8) must resolve too: MANPATH is the staged manual pages.
+  if out=$(MANPATH=$man_dir systemd-analyze verify "$copy" 2>&1) && [ -z "$out" ]; then
     pass "systemd-analyze verify $unit"
   else
     fail "systemd-analyze verify $unit: $out"
@@ -73,6 +79,91 @@ expect_config_loads() {
   else
     fail "$binary --file $config rewrite nginx:latest: $out"
   fi
+}
+
+# Every long option of `--help`, of the program and of each subcommand (CLI11's layout:
+# "  -f,--file TEXT ..." under "Options:", subcommand names under "Subcommands:").
+help_words() {
+  local binary=$1 help sub
+  help=$("$binary" --help)
+  grep -oE '^  (-[A-Za-z],)?--[a-z][a-z-]*' <<<"$help" | sed 's/.*,//; s/^ *//'
+  for sub in $(awk '/^Subcommands:/ {on = 1; next} on && /^  [a-z]/ {print $1}' <<<"$help"); do
+    echo "$sub"
+    "$binary" "$sub" --help | grep -oE '^  (-[A-Za-z],)?--[a-z][a-z-]*' | sed 's/.*,//; s/^ *//'
+  done | awk '!seen[$0]++'
+}
+# The manual page must render without a warning from man/groff (what lintian runs) and name
+# every option and subcommand the binary has.
+expect_manual_page() {
+  local page=$1 binary=$2 out word text
+  if out=$(LC_ALL=C.UTF-8 MANROFFSEQ='' MANWIDTH=80 man --warnings -E UTF-8 -l -Tutf8 -Z "$page" 2>&1 >/dev/null) &&
+    [ -z "$out" ]; then
+    pass "$page renders without warnings"
+  else
+    fail "$page: man --warnings: $out"
+  fi
+  # The roff source with \- as -, whether the page is gzipped or not.
+  text=$(zcat -f "$page" | sed 's/\\-/-/g')
+  for word in $(help_words "$binary"); do
+    if grep -qE -- "(^|[^a-z-])$word([^a-z-]|\$)" <<<"$text"; then
+      pass "$page describes $word"
+    else
+      fail "$page does not describe $word, which $binary --help lists (docs/image-cri-shim.8)"
+    fi
+  done
+}
+# What Debian asks of every package, as unpacked under ROOT: the copyright file (Apache-2.0,
+# pointing at the system's copy of the same text as LICENSE), a changelog whose version is the
+# package's and whose maintainer is the Maintainer field, the manual page.
+expect_package_docs() {
+  local deb=$1 root=$2 doc=$2/usr/share/doc/image-cri-shim version maintainer parsed
+  check "LICENSE is the Apache License 2.0 of /usr/share/common-licenses" \
+    cmp -s "$src/LICENSE" /usr/share/common-licenses/Apache-2.0
+  check "copyright: Files: * has a Copyright and License: Apache-2.0" \
+    awk -v RS= '/^Files: \*\n/ && /\nCopyright: [^\n]+/ && /\nLicense: Apache-2.0(\n|$)/ {found = 1}
+      END {exit !found}' "$doc/copyright"
+  check "copyright points at /usr/share/common-licenses/Apache-2.0" \
+    grep -q '/usr/share/common-licenses/Apache-2.0' "$doc/copyright"
+  version=$(dpkg-deb -f "$deb" Version)
+  maintainer=$(dpkg-deb -f "$deb" Maintainer)
+  if ! zcat "$doc/changelog.gz" >"$tmp/changelog" 2>/dev/null; then
+    fail "$doc/changelog.gz is not gzip"
+  fi
+  parsed=$(dpkg-parsechangelog -l "$tmp/changelog" -S Version 2>&1)
+  if [ "$parsed" = "$version" ]; then
+    pass "changelog's latest entry is version $version"
+  else
+    fail "changelog's latest version is '$parsed', the package's $version (packaging/deb/changelog)"
+  fi
+  parsed=$(dpkg-parsechangelog -l "$tmp/changelog" -S Maintainer 2>&1)
+  if [ "$parsed" = "$maintainer" ]; then
+    pass "changelog's maintainer is the Maintainer field ($maintainer)"
+  else
+    fail "changelog's maintainer is '$parsed', the Maintainer field '$maintainer'"
+  fi
+  if grep -qiE 'root|localhost|example\.' <<<"$maintainer"; then
+    fail "Maintainer is not a real address: $maintainer"
+  else
+    pass "Maintainer has a real address"
+  fi
+  expect_manual_page "$root/usr/share/man/man8/image-cri-shim.8.gz" "$root/usr/bin/image-cri-shim"
+}
+
+# build_deb: cpack into $tmp/out; sets deb to the one .deb built, or exits.
+build_deb() {
+  local out=$tmp/out log=$tmp/cpack.log
+  if ! cpack -G DEB --config "$build/CPackConfig.cmake" -B "$out" >"$log" 2>&1; then
+    cat "$log" >&2
+    fail "cpack"
+  fi
+  local debs=("$out"/*.deb)
+  if [ ${#debs[@]} -ne 1 ] || [ ! -f "${debs[0]}" ]; then
+    cat "$log" >&2
+    echo "FAIL: want exactly one .deb in $out, got: ${debs[*]}" >&2
+    exit 1
+  fi
+  deb=${debs[0]}
+  pass "built $(basename "$deb")"
 }
 
 binary=$build/image-cri-shim
@@ -110,12 +201,15 @@ install)
   expect_mode "$config" 600
   expect_mode "$stage/etc/image-cri-shim" 755
   expect_config_loads "$bin" "$config"
-  verify_unit "$unit" "$bin" /usr/local/bin/image-cri-shim
+  verify_unit "$unit" "$bin" /usr/local/bin/image-cri-shim "$stage/usr/local/share/man"
+  man=$stage/usr/local/share/man/man8/image-cri-shim.8
+  check "manual page in /usr/local/share/man/man8" cmp -s "$man" "$src/docs/image-cri-shim.8"
+  expect_mode "$man" 644
   # Nothing of the package's layout, nothing else at all.
   expected=$(printf '%s\n' etc/image-cri-shim/config.yaml etc/systemd/system/image-cri-shim.service \
-    usr/local/bin/image-cri-shim)
+    usr/local/bin/image-cri-shim usr/local/share/man/man8/image-cri-shim.8)
   got=$(cd "$stage" && find . -type f -o -type l | sed 's#^\./##' | sort)
-  if [ "$got" = "$expected" ]; then pass "exactly the three files"; else fail "installed files: $got"; fi
+  if [ "$got" = "$expected" ]; then pass "exactly the four files"; else fail "installed files: $got"; fi
 
   # An existing configuration is kept, whatever it holds and whatever its mode.
   printf 'address: https://mine.example.com\n' >"$config"
@@ -135,25 +229,13 @@ install)
   ;;
 
 deb)
-  out=$tmp/out
-  log=$tmp/cpack.log
-  if ! cpack -G DEB --config "$build/CPackConfig.cmake" -B "$out" >"$log" 2>&1; then
-    cat "$log" >&2
-    fail "cpack"
-  fi
-  debs=("$out"/*.deb)
-  if [ ${#debs[@]} -ne 1 ] || [ ! -f "${debs[0]}" ]; then
-    cat "$log" >&2
-    echo "FAIL: want exactly one .deb in $out, got: ${debs[*]}" >&2
-    exit 1
-  fi
-  deb=${debs[0]}
-  pass "built $(basename "$deb")"
+  build_deb
   control=$(dpkg-deb -f "$deb")
   echo "$control"
   check "Package: image-cri-shim" grep -qx 'Package: image-cri-shim' <<<"$control"
   depends=$(dpkg-deb -f "$deb" Depends)
-  for lib in libc6 'libstdc++6' libnghttp2-14 libyaml-cpp0.7 libcurl4; do
+  # (libcurl4 is not required: the issue of a lean process replaces it.)
+  for lib in libc6 'libstdc++6' libnghttp2-14 libyaml-cpp0.7; do
     if grep -q "\(^\|, \)$lib\( \|,\|$\)" <<<"$depends"; then pass "Depends on $lib"; else fail "Depends lacks $lib: $depends"; fi
   done
   conffiles=$(dpkg-deb -I "$deb" conffiles 2>&1)
@@ -168,11 +250,20 @@ deb)
   check "binary in /usr/bin" grep -qE '^-rwxr-xr-x root/root .* \./usr/bin/image-cri-shim$' <<<"$listing"
   check "unit in /lib/systemd/system" \
     grep -qE '^-rw-r--r-- root/root .* \./lib/systemd/system/image-cri-shim\.service$' <<<"$listing"
+  for doc in usr/share/doc/image-cri-shim/copyright usr/share/doc/image-cri-shim/changelog.gz \
+    usr/share/man/man8/image-cri-shim.8.gz usr/share/lintian/overrides/image-cri-shim; do
+    check "$doc is -rw-r--r-- root/root" grep -qE "^-rw-r--r-- root/root .* \./${doc//./\\.}\$" <<<"$listing"
+  done
   if grep -qE '\./usr/local|\./etc/systemd' <<<"$listing"; then
     fail "the package carries make-install paths: $listing"
   else
     pass "nothing under /usr/local or /etc/systemd"
   fi
+  # The documents from the archive itself (dpkg -x): a machine whose dpkg.cfg.d excludes
+  # /usr/share/doc or /usr/share/man (Docker's slim images) would leave them out of an install.
+  contents=$tmp/contents
+  dpkg-deb -x "$deb" "$contents" || fail "dpkg-deb -x"
+  expect_package_docs "$deb" "$contents"
 
   # dpkg -i into a private root with its own database: the machine's dpkg database, files and
   # log stay untouched. --force-depends: the private root has no libc6 etc. installed (the
@@ -196,7 +287,8 @@ deb)
   check "installed config is the example" cmp -s "$root/etc/image-cri-shim/config.yaml" "$src/deploy/config.yaml"
   expect_exec_start "$root/lib/systemd/system/image-cri-shim.service" /usr/bin/image-cri-shim
   expect_config_loads "$root/usr/bin/image-cri-shim" "$root/etc/image-cri-shim/config.yaml"
-  verify_unit "$root/lib/systemd/system/image-cri-shim.service" "$root/usr/bin/image-cri-shim" /usr/bin/image-cri-shim
+  verify_unit "$root/lib/systemd/system/image-cri-shim.service" "$root/usr/bin/image-cri-shim" /usr/bin/image-cri-shim \
+    "$contents/usr/share/man"
 
   # An edited conffile survives reinstalling the package; purge removes everything.
   printf 'address: https://mine.example.com\n' >"$root/etc/image-cri-shim/config.yaml"
@@ -213,8 +305,47 @@ deb)
   left=$(cd "$root" && find . \( -type f -o -type l \) -not -path './var/lib/dpkg/*' | sort)
   if [ -z "$left" ]; then pass "purge leaves no file"; else fail "left after purge: $left"; fi
   ;;
+lintian)
+  # Debian's own judgement of the package. --fail-on error,warning: exit 2 on any error or
+  # warning that packaging/deb/lintian-overrides does not override. Infos are shown, and one
+  # of them fails too: an override lintian reports unused (the tag is gone or has changed).
+  if ! command -v lintian >/dev/null; then
+    echo "FAIL: lintian is not installed (scripts/install-deps.sh installs it)" >&2
+    exit 1
+  fi
+  build_deb
+  # Every override has its reason: a comment line right above it.
+  unexplained=$(dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/share/lintian/overrides/image-cri-shim |
+    awk '/^#/ {reason = 1; next} /^[[:space:]]*$/ {reason = 0; next} !reason {print} {reason = 0}')
+  if [ -z "$unexplained" ]; then
+    pass "every lintian override has a reason above it"
+  else
+    fail "lintian overrides without a reason (a # line above): $unexplained"
+  fi
+  # lintian says "running with root privileges is not recommended!" as root: only noise here.
+  # Not --show-overrides: with it, lintian 2.116 exits 2 for the overridden tags too; the
+  # overrides are printed from the file instead.
+  lint_status=0
+  lint=$(lintian --fail-on error,warning --display-info "$deb" 2>&1) || lint_status=$?
+  lint=$(grep -v '^running with root privileges' <<<"$lint")
+  echo "lintian $(lintian --version | sed 's/^Lintian v//') on $(basename "$deb"):"
+  echo "${lint:-(nothing)}"
+  echo "overridden, each with its reason (packaging/deb/lintian-overrides):"
+  awk 'past_header && NF {print} !NF {past_header = 1}' "$src/packaging/deb/lintian-overrides"
+  if [ $lint_status -eq 0 ]; then
+    pass "lintian: no error, no warning"
+  else
+    fail "lintian exited $lint_status: the E: and W: lines above (fix each, or override it in packaging/deb/lintian-overrides with a reason)"
+  fi
+  if grep -qE '^[EW]: ' <<<"$lint"; then
+    fail "lintian reports errors or warnings: $(grep -E '^[EW]: ' <<<"$lint")"
+  fi
+  if grep -qE 'unused-override|mismatched-override' <<<"$lint"; then
+    fail "an override no longer matches: $(grep -E 'unused-override|mismatched-override' <<<"$lint")"
+  fi
+  ;;
 *)
-  echo "usage: $0 install|deb BUILD_DIR SOURCE_DIR" >&2
+  echo "usage: $0 install|deb|lintian BUILD_DIR SOURCE_DIR" >&2
   exit 2
   ;;
 esac
