@@ -98,7 +98,8 @@ TestPki MakeTestPki(const std::string& dir) {
                 "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", cert});
   };
   issue(pki.server_cert, pki.server_key, "127.0.0.1",
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
+        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kube-api.test,DNS:registry.test\n"
+        "extendedKeyUsage=serverAuth\n");
   issue(pki.client_cert, pki.client_key, "system:node:test", "extendedKeyUsage=clientAuth\n");
   pki.ca_pem = ReadFile(pki.ca_cert);
   return pki;
