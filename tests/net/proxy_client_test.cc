@@ -55,6 +55,12 @@ class BehindAProxy : public ::testing::Test {
   ConnectProxy proxy_{{{"kube-api.test", "127.0.0.1"}, {"registry.test", "127.0.0.1"}}};
 };
 
+// An error of a request that went direct: it names neither a proxy nor the proxy's port.
+void ExpectNotAboutTheProxy(const std::string& error) {
+  EXPECT_FALSE(error.empty());
+  EXPECT_EQ(error.find("proxy"), std::string::npos) << error;
+}
+
 TempDir* BehindAProxy::dir_ = nullptr;
 TestPki* BehindAProxy::pki_ = nullptr;
 
@@ -94,15 +100,18 @@ TEST_F(BehindAProxy, TlsIsStillVerifiedThroughTheTunnel) {
 
 TEST_F(BehindAProxy, NoProxyAndLoopbackGoDirect) {
   std::string proxy = proxy_.Url();
-  // Matched by NO_PROXY: the client goes direct, and the name (known only to the proxy) does not
-  // resolve: the proxy saw nothing.
+  // Matched by NO_PROXY: the client goes direct, where the name (known only to the proxy) leads
+  // nowhere. Whatever the resolver says of it (tests must not depend on DNS), the proxy saw
+  // nothing and the error is not about the proxy.
   for (const std::string& no_proxy : std::vector<std::string>{
            ".test", "KUBE-API.test", "other.org, kube-api.test:" + std::to_string(server_->port()),
            "*"}) {
     net::ProxyEnv env{.https_proxy = proxy, .no_proxy = no_proxy};
+    size_t before = proxy_.requests().size();
     kube::Response got = kube::MakeApiClient(Creds("kube-api.test"), {}, env)->Get(kConfigMapPath);
     EXPECT_EQ(got.status, 0) << no_proxy;
-    EXPECT_NE(got.error.find("cannot resolve kube-api.test"), std::string::npos) << got.error;
+    EXPECT_EQ(proxy_.requests().size(), before) << no_proxy;
+    ExpectNotAboutTheProxy(got.error);
   }
   // A port that does not match: proxied.
   net::ProxyEnv other_port{.https_proxy = proxy, .no_proxy = "kube-api.test:1"};
@@ -173,12 +182,14 @@ TEST_F(BehindAProxy, ARegistryProbeGoesWhereContainerdWouldGo) {
   EXPECT_EQ(registry::ProbeRegistry(r, true, 5s, &env).state,
             registry::ProbeResult::State::kCredentialsRejected);
 
-  // NO_PROXY names it: direct, where the name does not resolve.
+  // NO_PROXY names it: direct, where the name (known only to the proxy) leads nowhere; the proxy
+  // saw nothing more, whatever the resolver says.
   net::ProxyEnv bypass{.https_proxy = proxy, .no_proxy = "registry.test"};
+  ASSERT_EQ(proxy_.requests().size(), 4u);
   result = registry::ProbeRegistry(r, false, 5s, &bypass);
   EXPECT_EQ(result.state, registry::ProbeResult::State::kDown);
-  EXPECT_NE(result.detail.find("cannot resolve registry.test"), std::string::npos) << result.detail;
   EXPECT_EQ(proxy_.requests().size(), 4u);
+  ExpectNotAboutTheProxy(result.detail);
 }
 
 TEST_F(BehindAProxy, AProxysRefusalNamesTheProxyAndTheTarget) {

@@ -1,7 +1,8 @@
 // A real HTTP CONNECT proxy for tests: listens on 127.0.0.1:<free port>, accepts
 // `CONNECT host:port`, records each target and the Proxy-Authorization header if any, connects
-// to the target (through its own host map first, so test names need no /etc/hosts entry), answers
-// 200 and then pipes bytes both ways. Anything other than CONNECT is answered 405 and recorded.
+// to the address its own host map gives for that host (so test names need no /etc/hosts entry,
+// and no DNS: a host not in the map is answered 502 at once), answers 200 and then pipes bytes
+// both ways. Anything other than CONNECT is answered 405 and recorded.
 // One thread per connection. Every public method is thread-safe. For tests only.
 #pragma once
 
@@ -23,7 +24,8 @@ class ConnectProxy {
     std::string proxy_authorization;  // "" when none was sent
   };
 
-  // `hosts`: names the proxy resolves itself (e.g. {"kube-api.test", "127.0.0.1"}).
+  // `hosts`: the only hosts the proxy reaches, each with its numeric address (e.g.
+  // {"kube-api.test", "127.0.0.1"}).
   explicit ConnectProxy(std::map<std::string, std::string> hosts = {});
   ~ConnectProxy();  // closes the listener and every tunnel, joins every thread
   ConnectProxy(const ConnectProxy&) = delete;
