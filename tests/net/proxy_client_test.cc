@@ -7,6 +7,9 @@
 #include <httplib.h>
 
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <stdexcept>
 #include <thread>
 
 #include "connect_proxy.h"
@@ -139,8 +142,22 @@ class TestRegistry {
       }
     });
     port_ = server_.bind_to_any_port("127.0.0.1");
-    thread_ = std::thread([this] { server_.listen_after_bind(); });
-    while (!server_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (port_ <= 0) throw std::runtime_error("TestRegistry: cannot listen on 127.0.0.1");
+    thread_ = std::thread([this] {
+      server_.listen_after_bind();
+      loop_ended_ = true;
+    });
+    // httplib's stop() does nothing before the accept loop runs: wait for it, but not forever.
+    if (!WaitUntil([this] { return server_.is_running() || loop_ended_; }, 10s, 5ms) ||
+        !server_.is_running()) {
+      if (loop_ended_) {
+        thread_.join();
+        throw std::runtime_error("TestRegistry: the accept loop failed to start");
+      }
+      // A thread that uses this object and cannot be stopped: no way to fail gracefully.
+      std::fprintf(stderr, "TestRegistry: the accept loop did not start within 10 s\n");
+      std::abort();
+    }
   }
   ~TestRegistry() {
     server_.stop();
@@ -154,6 +171,7 @@ class TestRegistry {
   int port_ = 0;
   std::thread thread_;
   std::atomic<bool> proxy_credentials_leaked_{false};
+  std::atomic<bool> loop_ended_{false};
 };
 
 TEST_F(BehindAProxy, ARegistryProbeGoesWhereContainerdWouldGo) {
