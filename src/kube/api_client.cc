@@ -22,6 +22,8 @@ using Clock = std::chrono::steady_clock;
 constexpr size_t kMaxBody = 8 << 20;  // a ConfigMap is at most 1 MiB; more is not an answer
 constexpr auto kGetTimeout = 30s;
 constexpr auto kConnectTimeout = 10s;
+// The shortest wait of Poll while a request is past its deadline (no busy loop meanwhile).
+constexpr auto kMinWaitAfterDeadline = 10ms;
 
 std::string Trim(std::string text) {
   while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' ')) {
@@ -91,8 +93,11 @@ class HttplibApiClient final : public ApiClient {
     auto wait = std::clamp<std::chrono::milliseconds>(max_wait, 0ms, 60000ms);
     auto now = Clock::now();
     for (const auto& [id, t] : transfers_) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(t->deadline - now);
-      wait = std::clamp(left + 1ms, 0ms, wait);
+      // Past its deadline a request is cancelled and its worker's end wakes us: until then,
+      // wait at least kMinWaitAfterDeadline instead of polling with 0 ms in a loop.
+      bool late = now >= t->deadline;
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(t->deadline - now) + 1ms;
+      wait = std::min(wait, std::max(left, late ? kMinWaitAfterDeadline : 0ms));
     }
     std::vector<pollfd> polled{{wake_, POLLIN, 0}};
     for (int fd : fds) {
