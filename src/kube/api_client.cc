@@ -22,6 +22,11 @@ using Clock = std::chrono::steady_clock;
 constexpr size_t kMaxBody = 8 << 20;  // a ConfigMap is at most 1 MiB; more is not an answer
 constexpr auto kGetTimeout = 30s;
 constexpr auto kConnectTimeout = 10s;
+// After its deadline a request is cancelled; its worker normally ends within milliseconds and
+// the request is reported with what it got (a watch's 200). A worker still running after this
+// grace is inside what a cancel cannot interrupt (getaddrinfo): the timeout is reported anyway
+// and the worker is joined later.
+constexpr auto kAbandonGrace = 250ms;
 // The shortest wait of Poll while a request is past its deadline (no busy loop meanwhile).
 constexpr auto kMinWaitAfterDeadline = 10ms;
 
@@ -48,6 +53,7 @@ struct Transfer {
   std::string body;
   std::string pending;            // watch: bytes after the last newline
   std::deque<std::string> lines;  // watch: complete lines not yet given to on_line
+  int status = 0;                 // the answer's status, once body bytes came
   bool too_big = false;
   bool finished = false;
   bool timed_out = false;  // set by the owner when the deadline passed
@@ -93,10 +99,11 @@ class HttplibApiClient final : public ApiClient {
     auto wait = std::clamp<std::chrono::milliseconds>(max_wait, 0ms, 60000ms);
     auto now = Clock::now();
     for (const auto& [id, t] : transfers_) {
-      // Past its deadline a request is cancelled and its worker's end wakes us: until then,
-      // wait at least kMinWaitAfterDeadline instead of polling with 0 ms in a loop.
+      // Before its deadline: until the deadline. After it (cancelled, its worker not done yet):
+      // until the grace ends, at least kMinWaitAfterDeadline (the worker's end wakes us anyway).
       bool late = now >= t->deadline;
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(t->deadline - now) + 1ms;
+      auto due = late ? t->deadline + kAbandonGrace : t->deadline;
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(due - now) + 1ms;
       wait = std::min(wait, std::max(left, late ? kMinWaitAfterDeadline : 0ms));
     }
     std::vector<pollfd> polled{{wake_, POLLIN, 0}};
@@ -218,6 +225,7 @@ class HttplibApiClient final : public ApiClient {
         request,
         [this, &t](int status, std::string_view data) {
           std::unique_lock lock(t.mutex);
+          t.status = status;
           if (t.watch && status == 200) {
             t.pending.append(data);
             size_t start = 0;
@@ -259,7 +267,7 @@ class HttplibApiClient final : public ApiClient {
     if (t.worker.joinable()) t.worker.join();
   }
 
-  // Joins the workers of cancelled requests that have ended.
+  // Joins the workers of cancelled (or abandoned after their deadline) requests that have ended.
   void Reap() {
     for (auto it = abandoned_.begin(); it != abandoned_.end();) {
       bool finished;
@@ -277,7 +285,8 @@ class HttplibApiClient final : public ApiClient {
   }
 
   // Ends requests past their deadline, hands out lines and completions. True when any callback
-  // ran.
+  // ran. A request whose worker is still running kAbandonGrace after the deadline is reported
+  // as timed out at once, and its worker moves to abandoned_ (joined by Reap or the destructor).
   bool Drive() {
     auto now = Clock::now();
     for (auto& [id, t] : transfers_) {
@@ -311,10 +320,13 @@ class HttplibApiClient final : public ApiClient {
       if (it == transfers_.end()) continue;
       Transfer& t = *it->second;
       Response response;
+      bool abandon = false;
       {
         std::lock_guard lock(t.mutex);
-        if (!t.finished || !t.lines.empty()) continue;
-        response.status = t.result.status;
+        abandon = !t.finished && t.timed_out && now >= t.deadline + kAbandonGrace;
+        if (!abandon && (!t.finished || !t.lines.empty())) continue;
+        t.lines.clear();  // abandoned: only what came after the deadline is left
+        response.status = t.finished ? t.result.status : t.status;
         response.error = t.result.error;
         if (t.timed_out) {
           response.error = "timed out after " + std::to_string(t.timeout.count()) + " ms (" +
@@ -326,8 +338,12 @@ class HttplibApiClient final : public ApiClient {
         if (!whole && !t.watch) response.status = 0;  // a GET without a whole body has no answer
         response.body = std::move(t.body);
       }
-      Join(t);
       OnDone done = std::move(t.done);
+      if (abandon) {
+        abandoned_.push_back(std::move(it->second));  // the worker still uses it
+      } else {
+        Join(t);
+      }
       transfers_.erase(it);
       ran = true;
       if (done) done(std::move(response));
@@ -341,7 +357,8 @@ class HttplibApiClient final : public ApiClient {
   int wake_ = -1;                       // eventfd: a worker has news
   RequestId next_id_ = 1;
   std::map<RequestId, std::unique_ptr<Transfer>> transfers_;
-  std::vector<std::unique_ptr<Transfer>> abandoned_;  // cancelled, worker not joined yet
+  // Cancelled or reported timed out, worker not joined yet (by Reap, or the destructor).
+  std::vector<std::unique_ptr<Transfer>> abandoned_;
 };
 
 }  // namespace

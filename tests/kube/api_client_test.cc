@@ -1,0 +1,126 @@
+// The asynchronous Kubernetes API client (kube/api_client.h) where the network cannot help: a
+// worker stuck inside getaddrinfo, which a cancel cannot interrupt. This binary interposes
+// getaddrinfo: the name "stuck-dns.test" blocks until the test releases it (every other name
+// goes to the real resolver, and no test here needs one).
+#include <dlfcn.h>
+#include <gtest/gtest.h>
+#include <netdb.h>
+#include <sys/resource.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "kube/api_client.h"
+
+namespace {
+
+constexpr char kStuckName[] = "stuck-dns.test";
+
+struct StuckResolver {
+  std::mutex mutex;
+  std::condition_variable changed;
+  int inside = 0;         // calls blocked now
+  int returned = 0;       // calls that came back
+  bool released = false;  // let every blocked call return (EAI_NONAME)
+};
+
+StuckResolver& Stuck() {
+  static StuckResolver* stuck = new StuckResolver;  // never destroyed: workers may outlive tests
+  return *stuck;
+}
+
+}  // namespace
+
+extern "C" int getaddrinfo(const char* node, const char* service, const addrinfo* hints,
+                           addrinfo** found) noexcept {
+  using Real = int (*)(const char*, const char*, const addrinfo*, addrinfo**);
+  static Real real = reinterpret_cast<Real>(dlsym(RTLD_NEXT, "getaddrinfo"));
+  if (node == nullptr || std::strcmp(node, kStuckName) != 0) {
+    return real(node, service, hints, found);
+  }
+  StuckResolver& stuck = Stuck();
+  std::unique_lock lock(stuck.mutex);
+  ++stuck.inside;
+  stuck.changed.notify_all();
+  stuck.changed.wait(lock, [&] { return stuck.released; });
+  --stuck.inside;
+  ++stuck.returned;
+  stuck.changed.notify_all();
+  return EAI_NONAME;
+}
+
+namespace shim::kube {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+std::chrono::microseconds ThreadCpu() {
+  rusage usage{};
+  getrusage(RUSAGE_THREAD, &usage);
+  return std::chrono::seconds(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+         std::chrono::microseconds(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec);
+}
+
+Credentials StuckServer() {
+  Credentials c;
+  c.source = "test";
+  c.server = std::string("https://") + kStuckName + ":6443";
+  c.token = "t";
+  return c;
+}
+
+// The deadline is reported when it passes (plus a short grace), even though the worker cannot
+// be interrupted; the owner does not spin while it waits; the worker is joined later, and the
+// client's destructor joins it.
+TEST(ApiClientDeadline, IsReportedWhileTheWorkerIsInsideGetaddrinfo) {
+  auto client = MakeApiClient(StuckServer(), {}, net::ProxyEnv{});
+  std::optional<Response> done;
+  auto started = Clock::now();
+  ApiClient::RequestId id =
+      client->StartWatch("/api/v1/namespaces/kube-system/configmaps?watch=1", 300ms, nullptr,
+                         [&](Response r) { done = std::move(r); });
+  {
+    std::unique_lock lock(Stuck().mutex);
+    ASSERT_TRUE(Stuck().changed.wait_for(lock, 5s, [] { return Stuck().inside == 1; }));
+  }
+  auto cpu_before = ThreadCpu();
+  while (!done && Clock::now() - started < 10s) client->Poll(1000ms, {});
+  auto cpu = ThreadCpu() - cpu_before;
+  auto elapsed = Clock::now() - started;
+  ASSERT_TRUE(done.has_value()) << "the deadline was never reported";
+  EXPECT_EQ(done->status, 0);
+  EXPECT_NE(done->error.find("timed out after 300 ms"), std::string::npos) << done->error;
+  EXPECT_LT(elapsed, 2s);
+  EXPECT_EQ(client->InFlight(), 0u);
+  // The owner waited (with the worker still blocked) without a busy loop: a spinning Poll
+  // would have burnt the whole grace (~250 ms) of CPU.
+  EXPECT_LT(cpu, 100ms) << cpu.count() << " us of CPU while waiting";
+  client->Cancel(id);  // already done: no-op
+  {
+    std::lock_guard lock(Stuck().mutex);
+    EXPECT_EQ(Stuck().inside, 1) << "the worker is still blocked";
+  }
+
+  // The destructor joins the abandoned worker: it returns only after the resolver let go.
+  std::thread release([] {
+    std::this_thread::sleep_for(200ms);
+    std::lock_guard lock(Stuck().mutex);
+    Stuck().released = true;
+    Stuck().changed.notify_all();
+  });
+  client.reset();
+  {
+    std::lock_guard lock(Stuck().mutex);
+    EXPECT_EQ(Stuck().returned, 1);
+    EXPECT_EQ(Stuck().inside, 0);
+  }
+  release.join();
+}
+
+}  // namespace
+}  // namespace shim::kube
