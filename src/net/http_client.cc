@@ -28,6 +28,8 @@ using std::chrono::duration_cast;
 using std::chrono::milliseconds;
 
 constexpr size_t kMaxProxyAnswer = 16 << 10;
+// With several addresses, the least time one of them gets before the next is tried.
+constexpr milliseconds kMinTimePerAddress{250};
 
 // How this one call connects, and what went wrong on the way (for the message).
 struct Plan {
@@ -58,6 +60,9 @@ int WaitFor(int fd, short events, Clock::time_point deadline) {
 
 // A connected TCP socket to host:port (blocking mode, keepalive on), or -1 with plan.error set.
 // `what` names the peer in messages ("registry-a.test:5000", "proxy http://p:3128").
+// The addresses are tried in order and share the deadline, as libcurl and Go do: each gets at
+// most the time left divided by the addresses left (at least kMinTimePerAddress), so a
+// black-holed IPv6 route still leaves time for IPv4.
 int ConnectTcp(Plan& plan, const std::string& host, int port, const std::string& what,
                Clock::time_point deadline) {
   addrinfo hints{};
@@ -72,7 +77,9 @@ int ConnectTcp(Plan& plan, const std::string& host, int port, const std::string&
   }
   std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> owner(found, freeaddrinfo);
   std::string last = "no address";
-  for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
+  int left = 0;
+  for (addrinfo* a = found; a != nullptr; a = a->ai_next) ++left;
+  for (addrinfo* a = found; a != nullptr; a = a->ai_next, --left) {
     char address[INET6_ADDRSTRLEN] = "?";
     const void* raw =
         a->ai_family == AF_INET
@@ -85,11 +92,14 @@ int ConnectTcp(Plan& plan, const std::string& host, int port, const std::string&
       continue;
     }
     if (plan.cancel != nullptr) plan.cancel->Attach(fd);
+    auto now = Clock::now();
+    auto share = std::max(kMinTimePerAddress, duration_cast<milliseconds>(deadline - now) / left);
+    auto address_deadline = std::min(deadline, now + share);
     int err = 0;
     if (connect(fd, a->ai_addr, a->ai_addrlen) != 0) {
       err = errno;
       if (err == EINPROGRESS) {
-        err = WaitFor(fd, POLLOUT, deadline);
+        err = WaitFor(fd, POLLOUT, address_deadline);
         if (err == 0) {
           socklen_t len = sizeof err;
           if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
@@ -106,10 +116,10 @@ int ConnectTcp(Plan& plan, const std::string& host, int port, const std::string&
       return fd;
     }
     close(fd);
-    last = err == ETIMEDOUT ? "timed out after " + Ms(plan.connect_timeout)
-                            : std::string(std::strerror(err));
+    auto tried = duration_cast<milliseconds>(Clock::now() - now);
+    last = err == ETIMEDOUT ? "timed out after " + Ms(tried) : std::string(std::strerror(err));
     last = std::string(address) + ": " + last;
-    if (err == ETIMEDOUT || err == ECANCELED) break;
+    if (err == ECANCELED || Clock::now() >= deadline) break;  // the next one on time out too
   }
   plan.error = "cannot connect to " + what + " (" + last + ")";
   return -1;
