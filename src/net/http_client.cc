@@ -288,6 +288,11 @@ std::string SetUpTls(httplib::SSLClient& client, Plan& plan, const TlsOptions& t
     in6_addr ip{};
     bool is_ip = inet_pton(AF_INET, plan.target.host.c_str(), &ip) == 1 ||
                  inet_pton(AF_INET6, plan.target.host.c_str(), &ip) == 1;
+    // As Go's crypto/tls (what kubelet and containerd verify with): only the subjectAltName
+    // counts, never the subject's CN, and a wildcard is a whole left-most label ("*.example.com",
+    // not "reg*.example.com").
+    X509_VERIFY_PARAM_set_hostflags(
+        param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS | X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
     if (is_ip) {
       X509_VERIFY_PARAM_set1_ip_asc(param, plan.target.host.c_str());
     } else {

@@ -1,6 +1,7 @@
 // net::HttpGet (net/http_client.h) where the network must misbehave on purpose: this binary
 // interposes getaddrinfo so that test names resolve to chosen loopback addresses without DNS
-// ("fallback.test": 127.0.0.2, then 127.0.0.1); every other name goes to the real resolver.
+// ("fallback.test": 127.0.0.2, then 127.0.0.1; any other name under .test: 127.0.0.1); every
+// other name goes to the real resolver.
 #include <arpa/inet.h>
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -15,23 +16,27 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
+#include "kube_api_server.h"
 #include "net/http_client.h"
+#include "subprocess.h"
+#include "temp_dir.h"
 #include "test_util.h"
 
 extern "C" int getaddrinfo(const char* node, const char* service, const addrinfo* hints,
                            addrinfo** found) noexcept {
   using Real = int (*)(const char*, const char*, const addrinfo*, addrinfo**);
   static Real real = reinterpret_cast<Real>(dlsym(RTLD_NEXT, "getaddrinfo"));
-  if (node == nullptr || std::strcmp(node, "fallback.test") != 0) {
-    return real(node, service, hints, found);
-  }
-  // Two numeric lookups chained: glibc's freeaddrinfo frees node by node.
+  std::string_view name = node != nullptr ? node : "";
+  if (!name.ends_with(".test")) return real(node, service, hints, found);
   addrinfo numeric{};
   numeric.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
   numeric.ai_socktype = SOCK_STREAM;
+  if (name != "fallback.test") return real("127.0.0.1", service, &numeric, found);
+  // Two numeric lookups chained: glibc's freeaddrinfo frees node by node.
   addrinfo* first = nullptr;
   addrinfo* second = nullptr;
   if (int rc = real("127.0.0.2", service, &numeric, &first); rc != 0) return rc;
@@ -134,6 +139,113 @@ TEST(HttpGet, AnAddressThatTimesOutFallsBackToTheNext) {
   // 127.0.0.2 got half of the 2 s (two addresses), then 127.0.0.1 answered.
   EXPECT_GE(elapsed, 900ms);
   EXPECT_LT(elapsed, 1900ms);
+}
+
+// An HTTPS server on 127.0.0.1:<any port> with the given certificate, serving GET /ok.
+class TlsServer {
+ public:
+  TlsServer(const std::string& cert, const std::string& key) : server_(cert.c_str(), key.c_str()) {
+    if (!server_.is_valid()) throw std::runtime_error("TlsServer: cannot load " + cert);
+    server_.Get("/ok", [](const httplib::Request&, httplib::Response& response) {
+      response.set_content("fine", "text/plain");
+    });
+    port_ = server_.bind_to_any_port("127.0.0.1");
+    if (port_ <= 0) throw std::runtime_error("TlsServer: cannot listen on 127.0.0.1");
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    if (!WaitUntil([this] { return server_.is_running(); }, 10s, 5ms)) {
+      std::fprintf(stderr, "TlsServer: the accept loop did not start within 10 s\n");
+      std::abort();
+    }
+  }
+  ~TlsServer() {
+    server_.stop();
+    thread_.join();
+  }
+  int port() const { return port_; }
+  httplib::SSLServer& server() { return server_; }
+
+ private:
+  httplib::SSLServer server_;
+  int port_ = 0;
+  std::thread thread_;
+};
+
+class Tls : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir("http-client-pki");
+    pki_ = new TestPki(MakeTestPki(dir_->path()));
+  }
+  static void TearDownTestSuite() {
+    delete pki_;
+    delete dir_;
+  }
+  // A server certificate signed by the test CA: subject CN `cn`, and `san` as subjectAltName
+  // ("" = none). Returns {cert, key}.
+  static std::pair<std::string, std::string> Issue(const std::string& name, const std::string& cn,
+                                                   const std::string& san) {
+    std::string cert = dir_->File(name + ".crt");
+    std::string key = dir_->File(name + ".key");
+    std::string csr = dir_->File(name + ".csr");
+    std::string ext = dir_->File(name + ".ext");
+    WriteFile(ext, "extendedKeyUsage=serverAuth\n" +
+                       (san.empty() ? std::string() : "subjectAltName=" + san + "\n"));
+    RunOrThrow({"openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
+                "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=" + cn, "-keyout", key,
+                "-out", csr});
+    RunOrThrow({"openssl", "x509", "-req", "-in", csr, "-CA", pki_->ca_cert, "-CAkey", pki_->ca_key,
+                "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", cert});
+    return {cert, key};
+  }
+  // GET https://host:port/ok trusting the test CA only.
+  static net::HttpResponse Get(const std::string& host, int port) {
+    net::HttpRequest request;
+    request.url = "https://" + host + ":" + std::to_string(port) + "/ok";
+    request.tls.system_roots = false;
+    request.tls.ca_pem = pki_->ca_pem;
+    request.connect_timeout = 5s;
+    request.read_timeout = 5s;
+    static const net::ProxyEnv no_proxy;
+    request.proxy_env = &no_proxy;
+    return net::HttpGet(request, nullptr);
+  }
+
+  static TempDir* dir_;
+  static TestPki* pki_;
+};
+
+TempDir* Tls::dir_ = nullptr;
+TestPki* Tls::pki_ = nullptr;
+
+// The host name is checked as Go checks it: the subjectAltName only (a CN naming the host does
+// not count), and no partial wildcards.
+TEST_F(Tls, TheHostIsCheckedAsGoChecksIt) {
+  {
+    auto [cert, key] = Issue("exact", "whatever", "DNS:exact.example.test");
+    TlsServer server(cert, key);
+    net::HttpResponse got = Get("exact.example.test", server.port());
+    EXPECT_EQ(got.status, 200) << got.error;  // the set-up itself is sound
+  }
+  {
+    auto [cert, key] = Issue("whole-wildcard", "whatever", "DNS:*.example.test");
+    TlsServer server(cert, key);
+    net::HttpResponse got = Get("registry.example.test", server.port());
+    EXPECT_EQ(got.status, 200) << got.error;
+  }
+  {
+    auto [cert, key] = Issue("cn-only", "cn-only.example.test", "IP:127.0.0.1");
+    TlsServer server(cert, key);
+    net::HttpResponse got = Get("cn-only.example.test", server.port());
+    EXPECT_EQ(got.status, 0);
+    EXPECT_NE(got.error.find("not trusted"), std::string::npos) << got.error;
+  }
+  {
+    auto [cert, key] = Issue("partial-wildcard", "whatever", "DNS:reg*.example.test");
+    TlsServer server(cert, key);
+    net::HttpResponse got = Get("registry.example.test", server.port());
+    EXPECT_EQ(got.status, 0);
+    EXPECT_NE(got.error.find("not trusted"), std::string::npos) << got.error;
+  }
 }
 
 }  // namespace
