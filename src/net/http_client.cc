@@ -376,15 +376,22 @@ class SigpipeGuard {
     pthread_sigmask(SIG_BLOCK, &block, &old_);
   }
   ~SigpipeGuard() {
+    int saved_errno = errno;
     if (!was_pending_) {
       sigset_t pipe;
       sigemptyset(&pipe);
       sigaddset(&pipe, SIGPIPE);
       timespec zero{0, 0};
-      while (sigtimedwait(&pipe, nullptr, &zero) == SIGPIPE) {
+      // Until none is pending (EAGAIN); another signal's handler may interrupt it (EINTR): a
+      // SIGPIPE left pending would be delivered, and kill, once the mask is restored.
+      for (;;) {
+        int got = sigtimedwait(&pipe, nullptr, &zero);
+        if (got == SIGPIPE || (got < 0 && errno == EINTR)) continue;
+        break;
       }
     }
     pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+    errno = saved_errno;
   }
   SigpipeGuard(const SigpipeGuard&) = delete;
   SigpipeGuard& operator=(const SigpipeGuard&) = delete;

@@ -10,9 +10,12 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -149,6 +152,19 @@ class TlsServer {
     server_.Get("/ok", [](const httplib::Request&, httplib::Response& response) {
       response.set_content("fine", "text/plain");
     });
+    // A watch-like stream: a line every 20 ms for up to 5 s.
+    server_.Get("/stream", [](const httplib::Request&, httplib::Response& response) {
+      auto until = Clock::now() + 5s;
+      response.set_chunked_content_provider("application/json",
+                                            [until](size_t, httplib::DataSink& sink) {
+                                              std::this_thread::sleep_for(20ms);
+                                              if (Clock::now() > until) {
+                                                sink.done();
+                                                return true;
+                                              }
+                                              return sink.write("{\"type\":\"BOOKMARK\"}\n", 20);
+                                            });
+    });
     port_ = server_.bind_to_any_port("127.0.0.1");
     if (port_ <= 0) throw std::runtime_error("TlsServer: cannot listen on 127.0.0.1");
     thread_ = std::thread([this] { server_.listen_after_bind(); });
@@ -197,17 +213,19 @@ class Tls : public ::testing::Test {
                 "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", cert});
     return {cert, key};
   }
-  // GET https://host:port/ok trusting the test CA only.
-  static net::HttpResponse Get(const std::string& host, int port) {
+  // GET https://host:port/path trusting the test CA only.
+  static net::HttpResponse Get(const std::string& host, int port, const net::OnBody& on_body = {},
+                               net::CancelToken* cancel = nullptr,
+                               const std::string& path = "/ok") {
     net::HttpRequest request;
-    request.url = "https://" + host + ":" + std::to_string(port) + "/ok";
+    request.url = "https://" + host + ":" + std::to_string(port) + path;
     request.tls.system_roots = false;
     request.tls.ca_pem = pki_->ca_pem;
     request.connect_timeout = 5s;
     request.read_timeout = 5s;
     static const net::ProxyEnv no_proxy;
     request.proxy_env = &no_proxy;
-    return net::HttpGet(request, nullptr);
+    return net::HttpGet(request, on_body, cancel);
   }
 
   static TempDir* dir_;
@@ -246,6 +264,48 @@ TEST_F(Tls, TheHostIsCheckedAsGoChecksIt) {
     EXPECT_EQ(got.status, 0);
     EXPECT_NE(got.error.find("not trusted"), std::string::npos) << got.error;
   }
+}
+
+// A TLS watch cancelled part-way: OpenSSL then writes its close_notify on a socket that is shut
+// down, which raises SIGPIPE. With SIGPIPE at its default action (httplib's servers set it to
+// ignored, the daemon may not), the process must survive. The client runs in a forked child (its
+// SIG_DFL stays there; the server stays here, where SIGPIPE is ignored); the child's exit status
+// says how it ended.
+TEST_F(Tls, ACancelledWatchDoesNotKillTheProcessWithSigpipe) {
+  TlsServer server(pki_->server_cert, pki_->server_key);
+  int port = server.port();
+  pid_t child = fork();
+  ASSERT_GE(child, 0) << std::strerror(errno);
+  if (child == 0) {
+    signal(SIGPIPE, SIG_DFL);
+    int streamed = 0;
+    for (int i = 0; i < 5; ++i) {
+      net::CancelToken cancel;
+      std::atomic<bool> bytes{false};
+      std::thread canceller([&] {
+        while (!bytes) std::this_thread::sleep_for(1ms);
+        std::this_thread::sleep_for(30ms);  // part-way: more lines are on their way
+        cancel.Cancel();
+      });
+      net::HttpResponse got = Get(
+          "127.0.0.1", port,
+          [&](int, std::string_view) {
+            bytes = true;
+            return true;
+          },
+          &cancel, "/stream");
+      bytes = true;  // also when nothing came: the canceller must end
+      canceller.join();
+      if (got.cancelled && got.status == 200) ++streamed;
+    }
+    _exit(streamed == 5 ? 0 : 3);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_FALSE(WIFSIGNALED(status)) << "the child was killed by signal " << WTERMSIG(status)
+                                    << (WTERMSIG(status) == SIGPIPE ? " (SIGPIPE)" : "");
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "not every watch streamed and was cancelled";
 }
 
 }  // namespace
