@@ -360,6 +360,23 @@ std::string Describe(httplib::Error error, const Plan& plan, const HttpRequest& 
   }
 }
 
+// What a URL that ParseUrl refused may show in a message: its scheme and host, never its
+// userinfo (user:password@), path or query (tokens), nor control characters.
+std::string SchemeAndHost(std::string_view url) {
+  size_t sep = url.find("://");
+  if (sep == std::string_view::npos) return "(no scheme://)";
+  std::string_view authority = url.substr(sep + 3);
+  authority = authority.substr(0, authority.find_first_of("/?#"));
+  if (size_t at = authority.rfind('@'); at != std::string_view::npos) {
+    authority = authority.substr(at + 1);
+  }
+  std::string out = std::string(url.substr(0, sep)) + "://" + std::string(authority);
+  for (char& c : out) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  }
+  return out;
+}
+
 // OpenSSL writes with write(), not send(MSG_NOSIGNAL): a close_notify sent on a socket the peer
 // (or a Cancel) closed raises SIGPIPE, which would kill the daemon. Blocked on this thread for
 // the call, and a SIGPIPE it raised is consumed before the mask is restored (as libcurl does).
@@ -436,7 +453,7 @@ HttpResponse HttpGet(const HttpRequest& request, const OnBody& on_body, CancelTo
   HttpResponse response;
   std::optional<Url> url = ParseUrl(request.url);
   if (!url) {
-    response.error = "not an http(s) URL: " + request.url;
+    response.error = "not an http(s) URL: " + SchemeAndHost(request.url);
     return response;
   }
   Plan plan;

@@ -308,5 +308,26 @@ TEST_F(Tls, ACancelledWatchDoesNotKillTheProcessWithSigpipe) {
   EXPECT_EQ(WEXITSTATUS(status), 0) << "not every watch streamed and was cancelled";
 }
 
+// A URL HttpGet refuses is quoted without its credentials (nor path or query).
+TEST(HttpGet, ARefusedUrlIsQuotedWithoutCredentials) {
+  auto error = [](const std::string& url) {
+    net::HttpRequest request;
+    request.url = url;
+    return net::HttpGet(request, nullptr).error;
+  };
+  std::string got = error("ftp://user:s3cret@files.example.test/x?token=t0ken");
+  EXPECT_NE(got.find("not an http(s) URL: ftp://files.example.test"), std::string::npos) << got;
+  for (const std::string& url :
+       {std::string("ftp://user:s3cret@files.example.test/x?token=t0ken"),
+        std::string("https://user:s3cret@bad host.test/"),
+        std::string("https://user:s3cret@host.test:99999/"), std::string("user:s3cret@host.test/"),
+        std::string("https://a:b@c:s3cret@host.test:0/")}) {
+    got = error(url);
+    EXPECT_NE(got.find("not an http(s) URL"), std::string::npos) << got;
+    EXPECT_EQ(got.find("s3cret"), std::string::npos) << got;
+    EXPECT_EQ(got.find("t0ken"), std::string::npos) << got;
+  }
+}
+
 }  // namespace
 }  // namespace shim::testing
