@@ -488,6 +488,14 @@ HttpResponse HttpGet(const HttpRequest& request, const OnBody& on_body, CancelTo
   httplib::Headers headers;
   for (const auto& [name, value] : request.headers) headers.emplace(name, value);
   if (headers.find("User-Agent") == headers.end()) headers.emplace("User-Agent", "image-cri-shim");
+  // cpp-httplib 0.11.4 writes an IPv6 host bare ("Host: fd00::1"): the header is ours, with the
+  // brackets, and the port unless it is the scheme's default.
+  if (headers.find("Host") == headers.end()) {
+    bool v6 = url->host.find(':') != std::string::npos;
+    std::string host = v6 ? "[" + url->host + "]" : url->host;
+    if (url->port != (url->scheme == "https" ? 443 : 80)) host += ":" + std::to_string(url->port);
+    headers.emplace("Host", host);
+  }
   // Plain http through a proxy: the absolute URL, and the proxy's credentials for the proxy.
   std::string target = url->target;
   if (plan.proxy.use && url->scheme == "http") {

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstring>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -327,6 +328,83 @@ TEST(HttpGet, ARefusedUrlIsQuotedWithoutCredentials) {
     EXPECT_EQ(got.find("s3cret"), std::string::npos) << got;
     EXPECT_EQ(got.find("t0ken"), std::string::npos) << got;
   }
+}
+
+// Answers each connection on 127.0.0.1:<any port> with an empty 200 and records the request
+// head; one connection at a time.
+class HeadRecorder {
+ public:
+  HeadRecorder() {
+    listener_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof address;
+    if (listener_ < 0 ||
+        bind(listener_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
+        listen(listener_, 8) != 0 ||
+        getsockname(listener_, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+      throw std::runtime_error(std::string("HeadRecorder: ") + std::strerror(errno));
+    }
+    port_ = ntohs(address.sin_port);
+    thread_ = std::thread([this] {
+      for (;;) {
+        int fd = accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+        if (fd < 0) return;
+        std::string head;
+        char c;
+        while (!head.ends_with("\r\n\r\n") && recv(fd, &c, 1, 0) == 1) head += c;
+        {
+          std::lock_guard lock(mutex_);
+          heads_.push_back(head);
+        }
+        std::string answer = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        send(fd, answer.data(), answer.size(), MSG_NOSIGNAL);
+        close(fd);
+      }
+    });
+  }
+  ~HeadRecorder() {
+    shutdown(listener_, SHUT_RDWR);
+    thread_.join();
+    close(listener_);
+  }
+  int port() const { return port_; }
+  std::string Last() const {
+    std::lock_guard lock(mutex_);
+    return heads_.empty() ? "" : heads_.back();
+  }
+
+ private:
+  int listener_ = -1;
+  int port_ = 0;
+  std::thread thread_;
+  mutable std::mutex mutex_;
+  std::vector<std::string> heads_;
+};
+
+// The Host header of an IPv6 host has its brackets (cpp-httplib alone sends "Host: fd00::1"),
+// and the port unless it is the scheme's default. Plain http through a proxy shows the header
+// without needing the address itself.
+TEST(HttpGet, TheHostHeaderOfAnIpv6HostHasBrackets) {
+  HeadRecorder proxy;
+  net::ProxyEnv env{.http_proxy = "http://127.0.0.1:" + std::to_string(proxy.port())};
+  auto host_header = [&](const std::string& url) {
+    net::HttpRequest request;
+    request.url = url;
+    request.proxy_env = &env;
+    net::HttpResponse got = net::HttpGet(request, nullptr);
+    EXPECT_EQ(got.status, 200) << url << ": " << got.error;
+    std::string head = proxy.Last();
+    size_t at = head.find("\r\nHost: ");
+    if (at == std::string::npos) return "(none) in " + head;
+    at += 8;
+    return head.substr(at, head.find("\r\n", at) - at);
+  };
+  EXPECT_EQ(host_header("http://[fd00::1]/v2/"), "[fd00::1]");
+  EXPECT_EQ(host_header("http://[fd00::1]:5000/v2/"), "[fd00::1]:5000");
+  EXPECT_EQ(host_header("http://registry.example.test/v2/"), "registry.example.test");
+  EXPECT_EQ(host_header("http://registry.example.test:5000/v2/"), "registry.example.test:5000");
 }
 
 }  // namespace
