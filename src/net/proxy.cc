@@ -88,6 +88,7 @@ bool SamePrefix(const Ip& a, const Ip& b, int bits) {
 struct Cidr {
   Ip ip;
   int bits;  // over the 16 bytes (IPv4 prefixes count from bit 96)
+  bool v4;   // the network is IPv4 (also when written as ::ffff:a.b.c.d/n)
 };
 
 std::optional<Cidr> ParseCidr(std::string_view text) {
@@ -103,7 +104,9 @@ std::optional<Cidr> ParseCidr(std::string_view text) {
   }
   bool v4 = text.substr(0, slash).find(':') == std::string_view::npos;
   if (bits > (v4 ? 32 : 128)) return std::nullopt;
-  return Cidr{*ip, v4 ? bits + 96 : bits};
+  // Go's IPNet.Contains compares the lengths of the network and of the IP (4 or 16 bytes,
+  // IPv4-mapped addresses counting as IPv4): an IPv6 range never contains an IPv4 host.
+  return Cidr{*ip, v4 ? bits + 96 : bits, IsV4(*ip)};
 }
 
 // Go's net.SplitHostPort, enough for NO_PROXY entries: "host:port", "[v6]:port". False when
@@ -266,7 +269,7 @@ bool UseProxy(std::string_view host_in, int port_number, std::string_view no_pro
     if (entry.empty()) continue;
     if (entry == "*") return false;
     if (std::optional<Cidr> cidr = ParseCidr(entry)) {
-      if (ip && SamePrefix(cidr->ip, *ip, cidr->bits)) return false;
+      if (ip && IsV4(*ip) == cidr->v4 && SamePrefix(cidr->ip, *ip, cidr->bits)) return false;
       continue;
     }
     std::string_view entry_host = entry;
@@ -282,7 +285,9 @@ bool UseProxy(std::string_view host_in, int port_number, std::string_view no_pro
       if (ip && *ip == *entry_ip && port_ok) return false;
       continue;
     }
-    if (entry_host.empty() || ip) continue;  // domain entries never match an IP
+    // A domain entry is matched as text against any host, an IP too, as Go's httpproxy does
+    // ("0.0.1" bypasses 10.0.0.1: a suffix of whole labels).
+    if (entry_host.empty()) continue;
     std::string suffix(entry_host);
     if (suffix.rfind("*.", 0) == 0) suffix.erase(0, 1);
     bool match_host = suffix.front() != '.';

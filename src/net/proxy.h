@@ -53,9 +53,10 @@ struct ProxyChoice {
 
 // Whether a request to host:port goes through the proxy according to `no_proxy` alone (Go's
 // useProxy): false for localhost and loopback IPs, and for a match of any comma-separated entry:
-// `*`; an IP (with an optional port) equal to the host; a CIDR containing the host's IP; a
-// domain (`example.com` matches itself and its subdomains, `.example.com` and `*.example.com`
-// only subdomains) with an optional port. Case-insensitive; blank entries are ignored.
+// `*`; an IP (with an optional port) equal to the host; a CIDR containing the host's IP (of the
+// same family); a domain (`example.com` matches itself and its subdomains, `.example.com` and
+// `*.example.com` only subdomains) with an optional port, matched as text against IP hosts too,
+// as Go does. Case-insensitive; blank entries are ignored.
 bool UseProxy(std::string_view host, int port, std::string_view no_proxy);
 
 // "Basic base64(user:password)": an Authorization or Proxy-Authorization value; secret.

@@ -75,10 +75,21 @@ TEST(NoProxy, AddressesAndRanges) {
   EXPECT_FALSE(Proxied("https://192.168.1.1/", "0.0.0.0/0"));
   EXPECT_FALSE(Proxied("https://[fd00::5]:5000/", "fd00::/8"));
   EXPECT_TRUE(Proxied("https://[fe80::5]:5000/", "fd00::/8"));
+  // A range holds addresses of its own family only, as Go's IPNet.Contains: ::/0 is every IPv6
+  // address and no IPv4 one (IPv4-mapped ranges are IPv4).
+  EXPECT_TRUE(Proxied("https://10.1.2.3/", "::/0"));
+  EXPECT_TRUE(Proxied("https://10.1.2.3/", "::/8"));
+  EXPECT_FALSE(Proxied("https://[fd00::5]/", "::/0"));
+  EXPECT_TRUE(Proxied("https://[fd00::5]/", "0.0.0.0/0"));
+  EXPECT_FALSE(Proxied("https://10.1.2.3/", "::ffff:10.0.0.0/104"));
   EXPECT_FALSE(Proxied("https://[fd00::5]:5000/", "[fd00::5]:5000"));
   EXPECT_FALSE(Proxied("https://[fd00::5]/", "fd00::5"));
-  // Domain entries never match an address, and ranges never match a name.
-  EXPECT_TRUE(Proxied("https://10.0.0.1/", "0.0.1"));
+  // Domain entries match an address as text, as Go's httpproxy matches them (its domain
+  // matcher runs for IP hosts too): "0.0.1" is a suffix of whole labels of 10.0.0.1, "0.1" of
+  // 10.0.0.1 but not of 10.0.0.11. Ranges never match a name.
+  EXPECT_FALSE(Proxied("https://10.0.0.1/", "0.0.1"));
+  EXPECT_FALSE(Proxied("https://10.0.0.1/", ".0.1"));
+  EXPECT_TRUE(Proxied("https://10.0.0.11/", "0.1"));
   EXPECT_TRUE(Proxied("https://registry.example.com/", "10.0.0.0/8"));
 }
 
