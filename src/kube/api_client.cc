@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -20,6 +21,9 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
 constexpr size_t kMaxBody = 8 << 20;  // a ConfigMap is at most 1 MiB; more is not an answer
+// A watch's lines not yet handed out: above this the worker stops reading until the owner
+// drains them (the download slows down to the owner's pace instead of filling memory).
+constexpr size_t kMaxBufferedLines = 8 << 20;
 constexpr auto kGetTimeout = 30s;
 constexpr auto kConnectTimeout = 10s;
 // After its deadline a request is cancelled; its worker normally ends within milliseconds and
@@ -51,9 +55,12 @@ struct Transfer {
   std::mutex mutex;
   // GUARDED_BY(mutex), written by the worker:
   std::string body;
-  std::string pending;            // watch: bytes after the last newline
-  std::deque<std::string> lines;  // watch: complete lines not yet given to on_line
-  int status = 0;                 // the answer's status, once body bytes came
+  std::string pending;              // watch: bytes after the last newline
+  std::deque<std::string> lines;    // watch: complete lines not yet given to on_line
+  size_t buffered = 0;              // watch: bytes in `lines`
+  bool stop_waiting = false;        // set by the owner: cancelled or timed out, never drained
+  std::condition_variable drained;  // the owner took lines, or stop_waiting
+  int status = 0;                   // the answer's status, once body bytes came
   bool too_big = false;
   bool finished = false;
   bool timed_out = false;  // set by the owner when the deadline passed
@@ -87,6 +94,7 @@ class HttplibApiClient final : public ApiClient {
     if (it == transfers_.end()) return;
     // The worker ends soon (its socket is shut down); it is joined later, never waited for here.
     it->second->cancel.Cancel();
+    StopWaiting(*it->second);
     abandoned_.push_back(std::move(it->second));
     transfers_.erase(it);
   }
@@ -233,10 +241,22 @@ class HttplibApiClient final : public ApiClient {
                  start = nl + 1) {
               std::string_view line(t.pending.data() + start, nl - start);
               if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-              if (!line.empty()) t.lines.emplace_back(line);
+              if (!line.empty()) {
+                t.lines.emplace_back(line);
+                t.buffered += line.size();
+              }
             }
             t.pending.erase(0, start);
             if (t.pending.size() > kMaxBody) t.too_big = true;
+            if (t.buffered > kMaxBufferedLines && !t.too_big) {
+              // The owner is behind: hand out what is here, read on once it caught up.
+              lock.unlock();
+              Notify();
+              lock.lock();
+              t.drained.wait(lock,
+                             [&t] { return t.buffered <= kMaxBufferedLines || t.stop_waiting; });
+              if (t.stop_waiting) return false;
+            }
             bool stop = t.too_big;
             bool news = !t.lines.empty();
             lock.unlock();
@@ -261,6 +281,15 @@ class HttplibApiClient final : public ApiClient {
   void Notify() {
     uint64_t one = 1;
     (void)!write(wake_, &one, sizeof one);
+  }
+
+  // Releases a worker waiting for the owner to drain lines that nobody will take any more.
+  static void StopWaiting(Transfer& t) {
+    {
+      std::lock_guard lock(t.mutex);
+      t.stop_waiting = true;
+    }
+    t.drained.notify_all();
   }
 
   static void Join(Transfer& t) {
@@ -294,7 +323,9 @@ class HttplibApiClient final : public ApiClient {
       std::lock_guard lock(t->mutex);
       if (!t->finished && !t->timed_out) {
         t->timed_out = true;
+        t->stop_waiting = true;
         t->cancel.Cancel();
+        t->drained.notify_all();
       }
     }
     bool ran = false;
@@ -307,9 +338,13 @@ class HttplibApiClient final : public ApiClient {
         std::string line;
         {
           std::lock_guard lock(it->second->mutex);
-          if (it->second->lines.empty()) break;
-          line = std::move(it->second->lines.front());
-          it->second->lines.pop_front();
+          Transfer& t = *it->second;
+          if (t.lines.empty()) break;
+          line = std::move(t.lines.front());
+          t.lines.pop_front();
+          bool was_full = t.buffered > kMaxBufferedLines;
+          t.buffered -= line.size();
+          if (was_full && t.buffered <= kMaxBufferedLines) t.drained.notify_all();
         }
         ran = true;
         it->second->on_line(line);
@@ -326,6 +361,7 @@ class HttplibApiClient final : public ApiClient {
         abandon = !t.finished && t.timed_out && now >= t.deadline + kAbandonGrace;
         if (!abandon && (!t.finished || !t.lines.empty())) continue;
         t.lines.clear();  // abandoned: only what came after the deadline is left
+        t.buffered = 0;
         response.status = t.finished ? t.result.status : t.status;
         response.error = t.result.error;
         if (t.timed_out) {

@@ -4,9 +4,11 @@
 // goes to the real resolver, and no test here needs one).
 #include <dlfcn.h>
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <netdb.h>
 #include <sys/resource.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -120,6 +122,95 @@ TEST(ApiClientDeadline, IsReportedWhileTheWorkerIsInsideGetaddrinfo) {
     EXPECT_EQ(Stuck().inside, 0);
   }
   release.join();
+}
+
+// A plain HTTP server streaming `total` bytes of 1 KiB lines as fast as it can, counting what
+// it managed to write.
+class FastStream {
+ public:
+  explicit FastStream(size_t total) : total_(total) {
+    server_.Get(R"(/api/v1/.*)", [this](const httplib::Request&, httplib::Response& response) {
+      response.set_chunked_content_provider("application/json",
+                                            [this](size_t, httplib::DataSink& sink) {
+                                              if (sent_ >= total_) {
+                                                sink.done();
+                                                return true;
+                                              }
+                                              std::string chunk;
+                                              for (int i = 0; i < 64; ++i)
+                                                chunk += std::string(1023, 'x') + "\n";
+                                              if (!sink.write(chunk.data(), chunk.size()))
+                                                return false;
+                                              sent_ += chunk.size();
+                                              return true;
+                                            });
+    });
+    port_ = server_.bind_to_any_port("127.0.0.1");
+    if (port_ <= 0) throw std::runtime_error("FastStream: cannot listen on 127.0.0.1");
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    while (!server_.is_running()) std::this_thread::sleep_for(1ms);
+  }
+  ~FastStream() {
+    server_.stop();
+    thread_.join();
+  }
+  int port() const { return port_; }
+  size_t sent() const { return sent_; }
+
+ private:
+  size_t total_;
+  httplib::Server server_;
+  int port_ = 0;
+  std::thread thread_;
+  std::atomic<size_t> sent_{0};
+};
+
+// An owner that does not take the lines of a watch slows the download down: the worker stops
+// reading at about 8 MiB of lines (plus what the sockets hold) instead of buffering everything;
+// once the owner drains, every line arrives, none lost.
+TEST(ApiClientWatch, ASlowOwnerSlowsTheDownload) {
+  constexpr size_t kTotal = 96 << 20;
+  FastStream stream(kTotal);
+  Credentials c;
+  c.server = "http://127.0.0.1:" + std::to_string(stream.port());
+  auto client = MakeApiClient(c, {}, net::ProxyEnv{});
+  size_t lines = 0;
+  std::optional<Response> done;
+  client->StartWatch(
+      "/api/v1/namespaces/kube-system/configmaps?watch=1", 60s,
+      [&](std::string_view line) {
+        EXPECT_EQ(line.size(), 1023u);
+        ++lines;
+      },
+      [&](Response r) { done = std::move(r); });
+  std::this_thread::sleep_for(1500ms);  // the owner is busy elsewhere
+  size_t stalled_at = stream.sent();
+  EXPECT_GT(stalled_at, 4u << 20);
+  EXPECT_LT(stalled_at, 40u << 20) << "the worker kept reading for an owner that did not drain";
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(stream.sent(), stalled_at) << "not stalled";
+  auto until = Clock::now() + 30s;
+  while (!done && Clock::now() < until) client->Poll(1000ms, {});
+  ASSERT_TRUE(done.has_value());
+  EXPECT_EQ(done->status, 200) << done->error;
+  EXPECT_EQ(done->error, "");
+  EXPECT_EQ(lines, kTotal / 1024);
+}
+
+// A watch cancelled while its worker waits for the owner to drain: the worker ends (the client
+// can be destroyed, which joins it).
+TEST(ApiClientWatch, CancelReleasesAWorkerWaitingForTheOwner) {
+  FastStream stream(64 << 20);
+  Credentials c;
+  c.server = "http://127.0.0.1:" + std::to_string(stream.port());
+  auto client = MakeApiClient(c, {}, net::ProxyEnv{});
+  ApiClient::RequestId id = client->StartWatch("/api/v1/namespaces/kube-system/configmaps?watch=1",
+                                               60s, nullptr, [](Response) {});
+  std::this_thread::sleep_for(1000ms);
+  client->Cancel(id);
+  auto started = Clock::now();
+  client.reset();
+  EXPECT_LT(Clock::now() - started, 5s);
 }
 
 }  // namespace
