@@ -5,10 +5,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <map>
 #include <mutex>
+#include <system_error>
 #include <thread>
 
 #include "net/http_client.h"
@@ -72,11 +75,13 @@ class HttplibApiClient final : public ApiClient {
   HttplibApiClient(Credentials credentials, WaitHooks hooks, std::optional<net::ProxyEnv> proxy)
       : credentials_(std::move(credentials)), hooks_(std::move(hooks)), proxy_(std::move(proxy)) {
     wake_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    // Without it no worker could wake the owner: every request then fails with this reason.
+    if (wake_ < 0) wake_error_ = std::string("cannot create an eventfd: ") + std::strerror(errno);
   }
   ~HttplibApiClient() override {
     while (!transfers_.empty()) Cancel(transfers_.begin()->first);
     for (auto& t : abandoned_) Join(*t);
-    close(wake_);
+    if (wake_ >= 0) close(wake_);
   }
 
   RequestId StartGet(const std::string& path, OnDone done) override {
@@ -114,13 +119,13 @@ class HttplibApiClient final : public ApiClient {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(due - now) + 1ms;
       wait = std::min(wait, std::max(left, late ? kMinWaitAfterDeadline : 0ms));
     }
-    std::vector<pollfd> polled{{wake_, POLLIN, 0}};
+    std::vector<pollfd> polled{{wake_, POLLIN, 0}};  // -1 (no eventfd): ignored by poll
     for (int fd : fds) {
       if (fd >= 0) polled.push_back({fd, POLLIN, 0});
     }
     poll(polled.data(), polled.size(), static_cast<int>(wait.count()));
     uint64_t count;
-    while (read(wake_, &count, sizeof count) > 0) {
+    while (wake_ >= 0 && read(wake_, &count, sizeof count) > 0) {
     }
     Drive();
   }
@@ -196,13 +201,9 @@ class HttplibApiClient final : public ApiClient {
     t.timeout = timeout;
     t.deadline = Clock::now() + timeout;
     Secrets secrets;
-    std::string start_error;
-    if (!ReadSecrets(&secrets, &start_error)) {
-      t.finished = true;  // reported by the next Poll, never from inside this call
-      t.result.error = start_error;
-      transfers_.emplace(t.id, std::move(owned));
-      Notify();
-      return t.id;
+    std::string start_error = wake_error_;
+    if (!start_error.empty() || !ReadSecrets(&secrets, &start_error)) {
+      return Failed(std::move(owned), start_error);
     }
     net::HttpRequest request;
     request.url = credentials_.server + path;
@@ -220,9 +221,25 @@ class HttplibApiClient final : public ApiClient {
     // A watch may be silent for long (no change, no bookmark yet): only its deadline ends it.
     request.read_timeout = timeout;
     if (proxy_) request.proxy_env = &*proxy_;
-    t.worker = std::thread([this, &t, request = std::move(request)] { Run(t, request); });
+    try {
+      t.worker = std::thread([this, &t, request = std::move(request)] { Run(t, request); });
+    } catch (const std::system_error& e) {  // EAGAIN: out of threads (ulimit -u, pids.max)
+      return Failed(std::move(owned), std::string("cannot start a thread for the request: ") +
+                                          e.what() + " (too many threads or processes?)");
+    }
     RequestId id = t.id;
     transfers_.emplace(id, std::move(owned));
+    return id;
+  }
+
+  // A request that never started: reported as failed by the next Poll, never from inside the
+  // Start call (callbacks run only in Poll and Await).
+  RequestId Failed(std::unique_ptr<Transfer> owned, std::string error) {
+    RequestId id = owned->id;
+    owned->finished = true;
+    owned->result.error = std::move(error);
+    transfers_.emplace(id, std::move(owned));
+    Notify();
     return id;
   }
 
@@ -280,7 +297,7 @@ class HttplibApiClient final : public ApiClient {
 
   void Notify() {
     uint64_t one = 1;
-    (void)!write(wake_, &one, sizeof one);
+    if (wake_ >= 0) (void)!write(wake_, &one, sizeof one);
   }
 
   // Releases a worker waiting for the owner to drain lines that nobody will take any more.
@@ -391,6 +408,7 @@ class HttplibApiClient final : public ApiClient {
   WaitHooks hooks_;
   std::optional<net::ProxyEnv> proxy_;  // nullopt: the process's environment
   int wake_ = -1;                       // eventfd: a worker has news
+  std::string wake_error_;              // why there is no eventfd
   RequestId next_id_ = 1;
   std::map<RequestId, std::unique_ptr<Transfer>> transfers_;
   // Cancelled or reported timed out, worker not joined yet (by Reap, or the destructor).

@@ -1,11 +1,14 @@
 // The asynchronous Kubernetes API client (kube/api_client.h) where the network cannot help: a
 // worker stuck inside getaddrinfo, which a cancel cannot interrupt. This binary interposes
 // getaddrinfo: the name "stuck-dns.test" blocks until the test releases it (every other name
-// goes to the real resolver, and no test here needs one).
+// goes to the real resolver, and no test here needs one). It also interposes eventfd and
+// pthread_create, which fail on demand.
 #include <dlfcn.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <netdb.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 
 #include <atomic>
@@ -36,6 +39,27 @@ StuckResolver& Stuck() {
 }
 
 }  // namespace
+
+std::atomic<bool> g_fail_eventfd{false};
+std::atomic<bool> g_fail_pthread_create{false};
+
+extern "C" int eventfd(unsigned int count, int flags) noexcept {
+  using Real = int (*)(unsigned int, int);
+  static Real real = reinterpret_cast<Real>(dlsym(RTLD_NEXT, "eventfd"));
+  if (g_fail_eventfd) {
+    errno = EMFILE;
+    return -1;
+  }
+  return real(count, flags);
+}
+
+extern "C" int pthread_create(pthread_t* thread, const pthread_attr_t* attr, void* (*start)(void*),
+                              void* arg) noexcept {
+  using Real = int (*)(pthread_t*, const pthread_attr_t*, void* (*)(void*), void*);
+  static Real real = reinterpret_cast<Real>(dlsym(RTLD_NEXT, "pthread_create"));
+  if (g_fail_pthread_create) return EAGAIN;
+  return real(thread, attr, start, arg);
+}
 
 extern "C" int getaddrinfo(const char* node, const char* service, const addrinfo* hints,
                            addrinfo** found) noexcept {
@@ -211,6 +235,36 @@ TEST(ApiClientWatch, CancelReleasesAWorkerWaitingForTheOwner) {
   auto started = Clock::now();
   client.reset();
   EXPECT_LT(Clock::now() - started, 5s);
+}
+
+// Without an eventfd (out of descriptors) or a thread (out of threads), a request fails with
+// the reason, reported through its callback like any other failure; nothing crashes.
+TEST(ApiClientStart, FailuresToStartAreReportedAsTheRequestsError) {
+  Credentials c;
+  c.server = "http://127.0.0.1:1";
+  {
+    g_fail_eventfd = true;
+    auto client = MakeApiClient(c, {}, net::ProxyEnv{});
+    g_fail_eventfd = false;
+    Response got = client->Get("/api/v1/namespaces/kube-system/configmaps/x");
+    EXPECT_EQ(got.status, 0);
+    EXPECT_NE(got.error.find("cannot create an eventfd"), std::string::npos) << got.error;
+  }
+  {
+    auto client = MakeApiClient(c, {}, net::ProxyEnv{});
+    g_fail_pthread_create = true;
+    std::optional<Response> done;
+    client->StartWatch("/api/v1/namespaces/kube-system/configmaps?watch=1", 10s, nullptr,
+                       [&](Response r) { done = std::move(r); });
+    g_fail_pthread_create = false;
+    EXPECT_FALSE(done.has_value()) << "reported from inside Start";
+    client->Poll(1000ms, {});
+    ASSERT_TRUE(done.has_value());
+    EXPECT_EQ(done->status, 0);
+    EXPECT_NE(done->error.find("cannot start a thread for the request"), std::string::npos)
+        << done->error;
+    EXPECT_EQ(client->InFlight(), 0u);
+  }
 }
 
 }  // namespace
