@@ -3,13 +3,17 @@
 // credentials go to the proxy only and the registry's to the registry only, TLS is still
 // verified end to end, NO_PROXY (and a loopback address) bypasses the proxy, and a proxy's
 // refusal is reported with the proxy and the target.
+#include <dlfcn.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netdb.h>
 
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <stdexcept>
+#include <string_view>
 #include <thread>
 
 #include "connect_proxy.h"
@@ -18,6 +22,16 @@
 #include "registry/prober.h"
 #include "temp_dir.h"
 #include "test_util.h"
+
+// Names under .test are known to the proxy only (its host map): here they do not resolve, at
+// once, whatever the machine's resolver would do with them (no test depends on DNS).
+extern "C" int getaddrinfo(const char* node, const char* service, const addrinfo* hints,
+                           addrinfo** found) noexcept {
+  using Real = int (*)(const char*, const char*, const addrinfo*, addrinfo**);
+  static Real real = reinterpret_cast<Real>(dlsym(RTLD_NEXT, "getaddrinfo"));
+  if (node != nullptr && std::string_view(node).ends_with(".test")) return EAI_NONAME;
+  return real(node, service, hints, found);
+}
 
 namespace shim::testing {
 namespace {
