@@ -8,7 +8,7 @@ packages=(
   build-essential cmake pkg-config ccache clang-format
   # libraries the daemon links
   libnghttp2-dev libprotobuf-dev protobuf-compiler libyaml-cpp-dev libspdlog-dev libfmt-dev
-  nlohmann-json3-dev libcli11-dev libcurl4-openssl-dev libcpp-httplib-dev
+  nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libssl-dev
   # tests and tools (gRPC C++ only outside the data path)
   libgrpc++-dev protobuf-compiler-grpc libgtest-dev libgmock-dev
   # real parts the end-to-end tests and the demo run

@@ -1,24 +1,28 @@
 // A small client of the Kubernetes REST API: one GET, and a watch that streams one JSON object
 // per line. ApiClient is the seam the ConfigMap sync is tested through; MakeApiClient builds the
-// real one on libcurl (TLS verified unless the credentials say otherwise).
+// real one on cpp-httplib (net/http_client.h: TLS verified unless the credentials say otherwise,
+// HTTPS_PROXY / NO_PROXY honoured as kubelet honours them).
 //
 // Threads: a client belongs to one thread. Its blocking calls (Get, Watch, Await) return when the
 // answer (or the watch) ends; while they wait they let that thread serve its other events through
 // WaitHooks, so one thread can hold a ten-minute watch and still react to file changes at once.
 // Its asynchronous calls (StartGet, StartWatch, Poll) let that one thread hold several requests
-// at once (the ConfigMap's watch and the watches of the Secrets it names): one curl multi handle,
-// no thread per request. Never use it on the relay's event-loop thread.
+// at once (the ConfigMap's watch and the watches of the Secrets it names): each request runs on
+// a worker thread of its own (cpp-httplib's client blocks) that only buffers; every callback
+// runs on the owning thread. Never use it on the relay's event-loop thread.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "kube/credentials.h"
+#include "net/proxy.h"
 
 namespace shim::kube {
 
@@ -59,7 +63,7 @@ class ApiClient {
                  const std::function<void(std::string_view line)>& on_line);
 
   // Asynchronous forms: the request starts and the call returns at once. Callbacks run only
-  // inside Poll() or Await() on the owning thread, never inside libcurl, so they may start and
+  // inside Poll() or Await() on the owning thread, never on a worker thread, so they may start and
   // cancel requests. `on_line` runs for each line of a 200 stream, in order, before `done`.
   // Ids are never reused.
   virtual RequestId StartGet(const std::string& path, OnDone done) = 0;
@@ -77,7 +81,9 @@ class ApiClient {
   virtual size_t InFlight() const = 0;
 };
 
-// The libcurl client for `credentials`. `hooks` may be empty (plain blocking calls).
-std::unique_ptr<ApiClient> MakeApiClient(Credentials credentials, WaitHooks hooks = {});
+// The client for `credentials`. `hooks` may be empty (plain blocking calls). `proxy`: the proxy
+// variables to honour; nullopt = the process's environment (tests pass their own).
+std::unique_ptr<ApiClient> MakeApiClient(Credentials credentials, WaitHooks hooks = {},
+                                         std::optional<net::ProxyEnv> proxy = std::nullopt);
 
 }  // namespace shim::kube

@@ -1,10 +1,10 @@
 #include "registry/prober.h"
 
-#include <curl/curl.h>
-
+#include <cctype>
 #include <map>
 #include <mutex>
 
+#include "net/http_client.h"
 #include "util/file.h"
 #include "util/log.h"
 
@@ -13,14 +13,6 @@
 namespace shim::registry {
 
 namespace {
-
-void InitCurlOnce() {
-  static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-}
-
-// The system's trust store on Debian and Ubuntu; elsewhere the registry's CA alone is trusted.
-constexpr const char* kSystemBundle = "/etc/ssl/certs/ca-certificates.crt";
 
 // A failure to read a registry's CA is logged when first seen, not at every probe (the prober
 // retries a down registry every few seconds): once per registry and reason, and again after the
@@ -47,15 +39,31 @@ class CaFailureLog {
   std::map<std::string, std::string> last_error_;  // GUARDED_BY(mutex_); registry -> error
 };
 
+// A query value, percent-encoded (RFC 3986 unreserved characters kept).
+std::string QueryEscape(std::string_view value) {
+  std::string out;
+  for (unsigned char c : value) {
+    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      static constexpr char kHex[] = "0123456789ABCDEF";
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
+}
+
 CaFailureLog& CaFailures() {
   static auto* log = new CaFailureLog;  // never destroyed: safe for a probe running at exit
   return *log;
 }
 
-// The trust bundle for `registry`: the system's CAs and the registry's own `ca` (in addition,
-// not instead). Empty bundle = libcurl's default store. An unreadable `ca` is an error: probing
-// without it would judge the registry by another trust than the one configured.
-StatusOr<std::string> TrustBundle(const config::Registry& registry) {
+// The registry's own `ca`, trusted in addition to the system's store (not instead). Empty = no
+// `ca`. An unreadable `ca` is an error: probing without it would judge the registry by another
+// trust than the one configured.
+StatusOr<std::string> RegistryCa(const config::Registry& registry) {
   if (registry.insecure_skip_verify || registry.ca_file.empty()) return std::string();
   StatusOr<std::string> ca = util::ReadWholeFile(registry.ca_file);
   if (!ca.ok()) {
@@ -64,8 +72,7 @@ StatusOr<std::string> TrustBundle(const config::Registry& registry) {
                          " (the `ca` of this registry); fix the path or the file's permissions");
   }
   CaFailures().Succeeded(registry.address);
-  StatusOr<std::string> system = util::ReadWholeFile(kSystemBundle);
-  return (system.ok() ? system.value() + "\n" : std::string()) + ca.value();
+  return ca;
 }
 
 struct Response {
@@ -74,70 +81,34 @@ struct Response {
   std::string error;  // transport failure, empty when an HTTP answer came
 };
 
-size_t OnHeader(char* buffer, size_t size, size_t n, void* user) {
-  auto* response = static_cast<Response*>(user);
-  std::string_view line(buffer, size * n);
-  constexpr std::string_view kName = "www-authenticate:";
-  if (line.size() > kName.size()) {
-    std::string lower(line.substr(0, kName.size()));
-    for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (lower == kName) {
-      std::string value(line.substr(kName.size()));
-      while (!value.empty() && (value.back() == '\r' || value.back() == '\n')) value.pop_back();
-      while (!value.empty() && value.front() == ' ') value.erase(0, 1);
-      response->www_authenticate = value;
-    }
+// One GET through net::HttpGet: the system's trust plus `ca`, or none with insecureSkipVerify;
+// a proxy as containerd would use one. `credentials` empty = anonymous.
+Response Get(const config::Registry& registry, const std::string& ca, const std::string& url,
+             const config::Credentials* credentials, std::chrono::milliseconds timeout,
+             const net::ProxyEnv* proxy) {
+  net::HttpRequest request;
+  request.url = url;
+  request.tls.verify = !registry.insecure_skip_verify;
+  request.tls.system_roots = true;
+  request.tls.ca_pem = ca;
+  request.tls.what = "registry " + registry.address;
+  request.connect_timeout = timeout;
+  request.read_timeout = timeout;
+  request.total_timeout = timeout;
+  request.proxy_env = proxy;
+  if (credentials != nullptr && !credentials->empty()) {
+    request.headers.emplace_back(
+        "Authorization", net::BasicAuthorization(credentials->username, credentials->password));
   }
-  return size * n;
-}
-
-size_t Discard(char*, size_t size, size_t n, void*) {
-  return size * n;
-}
-
-// One GET. `credentials` empty = anonymous. `bundle` empty = libcurl's default trust store.
-Response Get(const config::Registry& registry, const std::string& bundle, const std::string& url,
-             const config::Credentials* credentials, std::chrono::milliseconds timeout) {
-  InitCurlOnce();
+  net::HttpResponse answer = net::HttpGet(request, nullptr);
   Response response;
-  CURL* curl = curl_easy_init();
-  if (curl == nullptr) {
-    response.error = "cannot initialise libcurl";
+  if (!answer.error.empty()) {
+    response.error = answer.error;
     return response;
   }
-  char error[CURL_ERROR_SIZE] = {};
-  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
-  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(timeout.count()));
-  curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, error);
-  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, OnHeader);
-  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &response);
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, Discard);
-  curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
-  curl_blob blob{};
-  if (registry.insecure_skip_verify) {
-    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
-    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
-  } else if (!bundle.empty()) {
-    blob.data = const_cast<char*>(bundle.data());
-    blob.len = bundle.size();
-    blob.flags = CURL_BLOB_NOCOPY;  // `bundle` outlives the transfer
-    curl_easy_setopt(curl, CURLOPT_CAINFO_BLOB, &blob);
-  }
-  if (credentials != nullptr && !credentials->empty()) {
-    curl_easy_setopt(curl, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
-    curl_easy_setopt(curl, CURLOPT_USERNAME, credentials->username.c_str());
-    curl_easy_setopt(curl, CURLOPT_PASSWORD, credentials->password.c_str());
-  }
-  CURLcode rc = curl_easy_perform(curl);
-  if (rc != CURLE_OK) {
-    response.error = error[0] != '\0' ? error : curl_easy_strerror(rc);
-  } else {
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &response.status);
-  }
-  curl_easy_cleanup(curl);
+  response.status = answer.status;
+  auto challenge = answer.headers.find("www-authenticate");
+  if (challenge != answer.headers.end()) response.www_authenticate = challenge->second;
   return response;
 }
 
@@ -154,23 +125,20 @@ std::string TokenUrl(const std::string& challenge) {
   if (realm.empty()) return "";
   std::string service = param("service");
   if (service.empty()) return realm;
-  char* escaped = curl_easy_escape(nullptr, service.c_str(), static_cast<int>(service.size()));
-  std::string url = realm + (realm.find('?') == std::string::npos ? "?" : "&") +
-                    "service=" + (escaped ? escaped : "");
-  curl_free(escaped);
-  return url;
+  return realm + (realm.find('?') == std::string::npos ? "?" : "&") +
+         "service=" + QueryEscape(service);
 }
 
 }  // namespace
 
 ProbeResult ProbeRegistry(const config::Registry& registry, bool check_credentials,
-                          std::chrono::milliseconds timeout) {
+                          std::chrono::milliseconds timeout, const net::ProxyEnv* proxy) {
   // The API root is at the host, whatever path the registry address carries.
   std::string root = registry.scheme + "://" + registry.host + "/v2/";
   if (registry.host == "docker.io") root = "https://registry-1.docker.io/v2/";
-  StatusOr<std::string> bundle = TrustBundle(registry);
-  if (!bundle.ok()) return {ProbeResult::State::kDown, bundle.status().message()};
-  Response anonymous = Get(registry, *bundle, root, nullptr, timeout);
+  StatusOr<std::string> ca = RegistryCa(registry);
+  if (!ca.ok()) return {ProbeResult::State::kDown, ca.status().message()};
+  Response anonymous = Get(registry, *ca, root, nullptr, timeout, proxy);
   if (!anonymous.error.empty()) return {ProbeResult::State::kDown, anonymous.error};
   if (anonymous.status != 200 && anonymous.status != 401) {
     return {ProbeResult::State::kDown,
@@ -184,7 +152,7 @@ ProbeResult ProbeRegistry(const config::Registry& registry, bool check_credentia
                 (challenge.compare(0, 6, "Bearer") == 0 || challenge.compare(0, 6, "bearer") == 0);
   std::string url = bearer ? TokenUrl(challenge) : root;
   if (url.empty()) return {ProbeResult::State::kUp, "credentials not checked: no token realm"};
-  Response with = Get(registry, *bundle, url, &registry.auth, timeout);
+  Response with = Get(registry, *ca, url, &registry.auth, timeout, proxy);
   if (!with.error.empty()) return {ProbeResult::State::kDown, with.error};
   if (with.status == 200) return {ProbeResult::State::kUp, ""};
   if (with.status == 401 || with.status == 403) {

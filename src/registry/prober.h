@@ -1,4 +1,6 @@
-// Registry probes over HTTPS (libcurl): `GET /v2/` answers 200 or 401 from a live registry.
+// Registry probes over HTTPS (net/http_client.h): `GET /v2/` answers 200 or 401 from a live
+// registry. Trust is the system's store plus the registry's `ca`; HTTPS_PROXY / NO_PROXY are
+// honoured as containerd honours them, so a probe goes where a pull would go.
 // With credentials, the probe also checks them (basic auth, or the registry's bearer-token
 // realm), for --dry-run. Blocking: never call on the relay's loop thread.
 #pragma once
@@ -11,6 +13,7 @@
 
 #include "config/config.h"
 #include "config/store.h"
+#include "net/proxy.h"
 #include "registry/health.h"
 
 namespace shim::registry {
@@ -22,9 +25,10 @@ struct ProbeResult {
 };
 
 // Thread-safe. The credentials, if asked to be checked, go only to this registry (and to the
-// token service the registry itself names).
+// token service the registry itself names). `proxy`: nullptr = the process's environment.
 ProbeResult ProbeRegistry(const config::Registry& registry, bool check_credentials,
-                          std::chrono::milliseconds timeout = std::chrono::seconds(10));
+                          std::chrono::milliseconds timeout = std::chrono::seconds(10),
+                          const net::ProxyEnv* proxy = nullptr);
 
 // The background prober: one thread that sleeps until a down registry is due, probes it, and
 // marks it up or backs off. Registries no longer configured are forgotten.

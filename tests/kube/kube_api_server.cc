@@ -1,8 +1,14 @@
 #include "kube_api_server.h"
 
+#include <arpa/inet.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
@@ -98,18 +104,40 @@ TestPki MakeTestPki(const std::string& dir) {
                 "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", cert});
   };
   issue(pki.server_cert, pki.server_key, "127.0.0.1",
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
+        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kube-api.test,DNS:registry.test\n"
+        "extendedKeyUsage=serverAuth\n");
   issue(pki.client_cert, pki.client_key, "system:node:test", "extendedKeyUsage=clientAuth\n");
   pki.ca_pem = ReadFile(pki.ca_cert);
   return pki;
 }
 
 KubeApiServer::KubeApiServer(KubeApiServerOptions options) : options_(std::move(options)) {
-  if (options_.port == 0) options_.port = FreeLoopbackPort();
+  if (options_.port != 0) return;
+  // The port is held from here on (Url() is known before Start, and stays the same across
+  // Stop/Start): a socket bound to 127.0.0.1:0 that never listens. Nobody else can be given
+  // that port (binding port 0, or an outgoing connection's local port), and a connection to it
+  // is refused while the server is stopped. httplib's listener binds it too: both sockets have
+  // SO_REUSEADDR and SO_REUSEPORT (httplib's default socket options), and only one listens.
+  reserved_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int yes = 1;
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  if (reserved_ < 0 || setsockopt(reserved_, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes) != 0 ||
+      setsockopt(reserved_, SOL_SOCKET, SO_REUSEPORT, &yes, sizeof yes) != 0 ||
+      bind(reserved_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
+      getsockname(reserved_, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    std::string reason = std::strerror(errno);
+    if (reserved_ >= 0) close(reserved_);
+    throw std::runtime_error("KubeApiServer: cannot bind 127.0.0.1:0: " + reason);
+  }
+  options_.port = ntohs(address.sin_port);
 }
 
 KubeApiServer::~KubeApiServer() {
   Stop();
+  if (reserved_ >= 0) close(reserved_);
 }
 
 std::string KubeApiServer::Url() const {

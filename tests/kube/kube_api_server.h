@@ -40,7 +40,8 @@ struct KubeApiServerOptions {
   std::string token = "test-token-0123456789";
   std::string namespace_ = "kube-system";
   std::string name = "image-cri-shim";
-  int port = 0;  // 0 = a free loopback port, chosen at construction
+  int port = 0;  // 0 = a free loopback port, bound (reserved) at construction and held until
+                 // destruction, so no other process can take it, not even between Stop and Start
 };
 
 class KubeApiServer {
@@ -126,6 +127,7 @@ class KubeApiServer {
   void Publish(const Key& key, const std::string& type, std::string object);  // REQUIRES: mutex_
 
   KubeApiServerOptions options_;
+  int reserved_ = -1;  // bound, never listening: holds options_.port (when it was chosen here)
   std::unique_ptr<httplib::SSLServer> server_;
   std::thread thread_;
 

@@ -1,11 +1,15 @@
 // The REST client and the ConfigMap sync loop against the Kubernetes API test server: TLS and
 // every way of authenticating, read, watch, resume after a dropped stream, relist after 410,
 // absent and deleted ConfigMaps, and the cost in requests.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <mutex>
 #include <thread>
 
@@ -127,6 +131,31 @@ class KubeApi : public ::testing::Test {
 
 TempDir* KubeApi::dir_ = nullptr;
 TestPki* KubeApi::pki_ = nullptr;
+
+// The test server holds its port from construction: while it is stopped nobody else can bind
+// it, a connection is refused (the API is down, not hanging), and Start listens on it again.
+TEST_F(KubeApi, TheTestServerHoldsItsPortWhileStopped) {
+  int port = server_->port();
+  ASSERT_GT(port, 0);
+  server_->Stop();
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  int other = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(other, 0);
+  EXPECT_NE(bind(other, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  EXPECT_EQ(errno, EADDRINUSE);
+  close(other);
+  int client = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(client, 0);
+  EXPECT_NE(connect(client, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  EXPECT_EQ(errno, ECONNREFUSED);
+  close(client);
+  server_->Start();
+  EXPECT_EQ(server_->port(), port);
+  EXPECT_EQ(Read(Creds()).state, kube::SyncState::kAbsent);
+}
 
 TEST_F(KubeApi, ReadWithTokenOverVerifiedTls) {
   server_->SetData({{"registries.yaml", "debug: true\n"}, {"other", "x"}});

@@ -234,10 +234,11 @@ deb)
   echo "$control"
   check "Package: image-cri-shim" grep -qx 'Package: image-cri-shim' <<<"$control"
   depends=$(dpkg-deb -f "$deb" Depends)
-  # (libcurl4 is not required: the issue of a lean process replaces it.)
-  for lib in libc6 'libstdc++6' libnghttp2-14 libyaml-cpp0.7; do
+  for lib in libc6 'libstdc++6' libnghttp2-14 libyaml-cpp0.7 libcpp-httplib0.11 libssl3; do
     if grep -q "\(^\|, \)$lib\( \|,\|$\)" <<<"$depends"; then pass "Depends on $lib"; else fail "Depends lacks $lib: $depends"; fi
   done
+  # The HTTP client is cpp-httplib's (issue 15): libcurl and its 27 libraries are gone.
+  if grep -q curl <<<"$depends"; then fail "Depends still names libcurl: $depends"; else pass "no libcurl in Depends"; fi
   conffiles=$(dpkg-deb -I "$deb" conffiles 2>&1)
   if [ "$conffiles" = /etc/image-cri-shim/config.yaml ]; then
     pass "conffiles lists /etc/image-cri-shim/config.yaml"

@@ -1,6 +1,6 @@
 #include "registry.h"
 
-#include <curl/curl.h>
+#include <httplib.h>
 
 #include <sstream>
 #include <stdexcept>
@@ -9,13 +9,6 @@
 #include "test_util.h"
 
 namespace shim::testing {
-namespace {
-
-size_t DiscardBody(char*, size_t size, size_t count, void*) {
-  return size * count;
-}
-
-}  // namespace
 
 Registry::Registry(RegistryOptions options) : options_(std::move(options)) {
   if (options_.port == 0) options_.port = FreeLoopbackPort();
@@ -105,26 +98,16 @@ std::string Registry::ImageName(std::string_view repo_tag) const {
 }
 
 int Registry::HttpGet(std::string_view path, bool with_auth) const {
-  CURL* curl = curl_easy_init();
-  if (curl == nullptr) return 0;
-  std::string url = Address() + std::string(path);
-  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, DiscardBody);
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 2000L);
-  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  httplib::Client client(Address());
+  client.set_connection_timeout(2);
+  client.set_read_timeout(2);
   // The sandbox's bundle holds the test CA; naming the CA file too works outside it.
-  std::string ca = TestCa::Available() ? TestCa().cert_path() : "";
-  if (!ca.empty()) curl_easy_setopt(curl, CURLOPT_CAINFO, ca.c_str());
+  if (TestCa::Available()) client.set_ca_cert_path(TestCa().cert_path());
   if (with_auth && !options_.username.empty()) {
-    curl_easy_setopt(curl, CURLOPT_USERNAME, options_.username.c_str());
-    curl_easy_setopt(curl, CURLOPT_PASSWORD, options_.password.c_str());
+    client.set_basic_auth(options_.username, options_.password);
   }
-  long status = 0;
-  if (curl_easy_perform(curl) == CURLE_OK) {
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-  }
-  curl_easy_cleanup(curl);
-  return static_cast<int>(status);
+  httplib::Result result = client.Get(std::string(path));
+  return result ? result->status : 0;
 }
 
 int Registry::CountRequests(std::string_view method, std::string_view path, int status) const {
