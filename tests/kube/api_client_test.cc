@@ -121,7 +121,8 @@ TEST(ApiClientDeadline, IsReportedWhileTheWorkerIsInsideGetaddrinfo) {
   ASSERT_TRUE(done.has_value()) << "the deadline was never reported";
   EXPECT_EQ(done->status, 0);
   EXPECT_NE(done->error.find("timed out after 300 ms"), std::string::npos) << done->error;
-  EXPECT_LT(elapsed, 2s);
+  // 300 ms and the grace; the worker itself stays blocked until the test releases it.
+  EXPECT_LT(elapsed, 5s);
   EXPECT_EQ(client->InFlight(), 0u);
   // The owner waited (with the worker still blocked) without a busy loop: a spinning Poll
   // would have burnt the whole grace (~250 ms) of CPU.
