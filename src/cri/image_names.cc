@@ -23,12 +23,7 @@ RecordNames RecordNamesFor(const image::Reference& reference, std::string_view t
 bool IsPinned(std::string_view name, const std::vector<std::string>& pin) {
   if (pin.empty()) return false;
   auto reference = image::ParseReference(name);
-  if (!reference.ok()) return false;
-  std::string repository = reference->Name() + "/";
-  for (const auto& prefix : pin) {
-    if (repository.starts_with(prefix)) return true;
-  }
-  return false;
+  return reference.ok() && image::MatchingPrefix(pin, *reference) != nullptr;
 }
 
 bool MarkPinned(imagecrishim::cri::Image& image, const std::vector<std::string>& pin) {

@@ -14,7 +14,8 @@ bool Is(const UnaryResult& result, GrpcCode code) {
 
 }  // namespace
 
-void ImageRecords::Call(const char* method, std::string message, relay::UnaryCall::Done done) {
+void ImageRecords::Call(const char* method, std::string message,
+                        relay::UnaryCall::Done done) const {
   relay::Headers headers =
       relay::UnaryCall::OwnHeaders(std::string("/containerd.services.images.v1.Images/") + method);
   headers.push_back({"containerd-namespace", kCriNamespace});
@@ -46,12 +47,15 @@ void ImageRecords::Put(const ImageRecord& record, std::vector<std::string> updat
   pbc::CreateImageRequest create;
   *create.mutable_image() = record;
   Call("Create", create.SerializeAsString(),
-       [this, record, paths = std::move(update_paths), done = std::move(done)](UnaryResult result) {
+       // A copy of this (two references): the answer may come after a temporary is gone.
+       [records = *this, record, paths = std::move(update_paths),
+        done = std::move(done)](UnaryResult result) {
          if (!Is(result, GrpcCode::kAlreadyExists)) return done(result);
          pbc::UpdateImageRequest update;
          *update.mutable_image() = record;
          for (const auto& path : paths) update.mutable_update_mask()->add_paths(path);
-         Call("Update", update.SerializeAsString(), [done](UnaryResult result) { done(result); });
+         records.Call("Update", update.SerializeAsString(),
+                      [done](UnaryResult result) { done(result); });
        });
 }
 

@@ -42,7 +42,7 @@ class ImageRecords {
   void Delete(const std::string& name, Done done);
 
  private:
-  void Call(const char* method, std::string message, relay::UnaryCall::Done done);
+  void Call(const char* method, std::string message, relay::UnaryCall::Done done) const;
 
   relay::EventLoop& loop_;
   relay::UpstreamPool& pool_;

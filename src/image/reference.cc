@@ -316,4 +316,14 @@ StatusOr<std::string> NormalisePrefix(std::string_view text) {
   return domain + "/" + std::string(rest) + "/";
 }
 
+const std::string* MatchingPrefix(const std::vector<std::string>& prefixes,
+                                  const Reference& reference) {
+  if (prefixes.empty()) return nullptr;
+  const std::string name_slash = reference.Name() + "/";
+  for (const std::string& prefix : prefixes) {
+    if (name_slash.starts_with(prefix)) return &prefix;
+  }
+  return nullptr;
+}
+
 }  // namespace shim::image

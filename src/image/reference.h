@@ -4,6 +4,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "util/status.h"
 
@@ -57,5 +58,10 @@ bool IsValidPathComponent(std::string_view component);
 // and tags or digests are not allowed. A normalised name N matches prefix P when N + "/"
 // starts with P, so prefixes match whole path components only.
 StatusOr<std::string> NormalisePrefix(std::string_view text);
+
+// The first of `prefixes` (normalised as above) that `reference` lies under, by the rule above;
+// nullptr when none. Registries' `prefixes`, `pin`, `allow` and `deny` all match this way.
+const std::string* MatchingPrefix(const std::vector<std::string>& prefixes,
+                                  const Reference& reference);
 
 }  // namespace shim::image

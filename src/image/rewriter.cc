@@ -20,14 +20,6 @@ int OnRegistryMatch(const Reference& reference, const config::Registry& registry
   return static_cast<int>(registry.path.size());
 }
 
-bool Serves(const config::Registry& registry, const std::string& name_slash) {
-  if (registry.prefixes.empty()) return true;
-  for (const std::string& prefix : registry.prefixes) {
-    if (name_slash.starts_with(prefix)) return true;
-  }
-  return false;
-}
-
 bool InScope(const config::Registry& registry, const PullScope& scope) {
   return scope.any_namespace || registry.namespaces.empty() ||
          config::NamespaceMatches(registry.namespaces, scope.pod_namespace);
@@ -61,10 +53,10 @@ std::vector<Candidate> Rewrite(const Reference& reference, const config::Config&
   }
 
   std::vector<Candidate> candidates;
-  const std::string name_slash = reference.Name() + "/";
   for (size_t i = 0; i < registries.size(); ++i) {
     const config::Registry& registry = registries[i];
-    if (!Serves(registry, name_slash) || !InScope(registry, scope)) continue;
+    bool serves = registry.prefixes.empty() || MatchingPrefix(registry.prefixes, reference);
+    if (!serves || !InScope(registry, scope)) continue;
     candidates.push_back(Candidate{Label(registry) + "/" + reference.PathWithTagAndDigest(),
                                    Label(registry), static_cast<int>(i), registry.auth});
   }
