@@ -340,18 +340,10 @@ TEST(HttpGet, ARefusedUrlIsQuotedWithoutCredentials) {
 class HeadRecorder {
  public:
   HeadRecorder() {
-    listener_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t length = sizeof address;
-    if (listener_ < 0 ||
-        bind(listener_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
-        listen(listener_, 8) != 0 ||
-        getsockname(listener_, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    listener_ = BindLoopback(&port_, "HeadRecorder");
+    if (listen(listener_, 8) != 0) {
       throw std::runtime_error(std::string("HeadRecorder: ") + std::strerror(errno));
     }
-    port_ = ntohs(address.sin_port);
     thread_ = std::thread([this] {
       for (;;) {
         int fd = accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);

@@ -11,6 +11,8 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "test_util.h"
+
 namespace shim::testing {
 namespace {
 
@@ -59,18 +61,10 @@ std::string HeaderValue(const std::string& head, const std::string& name) {
 }  // namespace
 
 ConnectProxy::ConnectProxy(std::map<std::string, std::string> hosts) : hosts_(std::move(hosts)) {
-  listener_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof address;
-  if (listener_ < 0 ||
-      bind(listener_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
-      listen(listener_, 16) != 0 ||
-      getsockname(listener_, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+  listener_ = BindLoopback(&port_, "ConnectProxy: cannot listen");
+  if (listen(listener_, 16) != 0) {
     throw std::runtime_error(std::string("ConnectProxy: cannot listen: ") + std::strerror(errno));
   }
-  port_ = ntohs(address.sin_port);
   acceptor_ = std::thread([this] { Accept(); });
 }
 

@@ -18,9 +18,9 @@
 
 namespace shim::testing {
 
-int FreeLoopbackPort() {
+int BindLoopback(int* port, const std::string& what) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw std::runtime_error(std::string("socket: ") + strerror(errno));
+  if (fd < 0) throw std::runtime_error(what + ": socket: " + strerror(errno));
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -30,10 +30,16 @@ int FreeLoopbackPort() {
       getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
     int err = errno;
     close(fd);
-    throw std::runtime_error(std::string("bind 127.0.0.1:0: ") + strerror(err));
+    throw std::runtime_error(what + ": " + strerror(err));
   }
-  close(fd);
-  return ntohs(addr.sin_port);
+  *port = ntohs(addr.sin_port);
+  return fd;
+}
+
+int FreeLoopbackPort() {
+  int port = 0;
+  close(BindLoopback(&port));
+  return port;
 }
 
 std::string ReadFile(const std::string& path) {

@@ -9,6 +9,10 @@
 
 namespace shim::testing {
 
+// A TCP socket bound to 127.0.0.1 on a port of the kernel's choice, written to `*port`; not
+// listening yet. Throws std::runtime_error naming `what` on failure.
+int BindLoopback(int* port, const std::string& what = "bind 127.0.0.1:0");
+
 // A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then closed). Another
 // process may take it before the caller binds; good enough for tests on one machine.
 int FreeLoopbackPort();
