@@ -435,21 +435,23 @@ TEST_F(RelayTest, OutOfDescriptorsPausesAcceptingInsteadOfSpinning) {
     }
     ~Restore() { Now(); }
   } restore{saved, fillers};
-  // Every descriptor left is taken; then four are freed for four client sockets, whose
-  // connections queue on the listening socket and cannot be accepted while the shortage lasts.
-  for (int fd; (fd = dup(STDERR_FILENO)) >= 0;) fillers.push_back(fd);
-  ASSERT_GE(fillers.size(), 4u);
+  // The four client sockets exist before the shortage, so connecting them needs no descriptor:
+  // freeing descriptors for them later would race the relay's own accept retries for the same
+  // slots. Then every descriptor left is taken; the connections queue on the listening socket and
+  // cannot be accepted while the shortage lasts.
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   std::strncpy(addr.sun_path, (dir_ + "/shim.sock").c_str(), sizeof addr.sun_path - 1);
   std::vector<int> clients;
   for (int i = 0; i < 4; ++i) {
-    close(fillers.back());
-    fillers.pop_back();
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
     ASSERT_GE(fd, 0);
-    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
     clients.push_back(fd);
+  }
+  for (int fd; (fd = dup(STDERR_FILENO)) >= 0;) fillers.push_back(fd);
+  ASSERT_FALSE(fillers.empty());
+  for (int fd : clients) {
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
   }
   // Leave the loop time to hit EMFILE, then measure its thread's CPU time while the shortage
   // lasts: a loop spinning on the readable listening socket burns the whole window.
