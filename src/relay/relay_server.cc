@@ -1,5 +1,6 @@
 #include "relay/relay_server.h"
 
+#include <malloc.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -23,6 +24,7 @@ RelayServer::RelayServer(EventLoop& loop, std::string runtime_socket, Intercepto
 
 RelayServer::~RelayServer() {
   if (resume_timer_ != 0) loop_.Cancel(resume_timer_);
+  if (trim_timer_ != 0) loop_.Cancel(trim_timer_);
   if (listen_fd_ >= 0) loop_.Remove(listen_fd_);
 }
 
@@ -80,6 +82,7 @@ void RelayServer::PauseAccepting(int error) {
 
 std::shared_ptr<ServerStream> RelayServer::NewStream(DownstreamConnection& down, int32_t id,
                                                      Headers headers, bool end_stream) {
+  WatchForFlood(CallsInFlight() + 1);
   const std::string& path = *FindHeader(headers, ":path");
   if (interceptor_ != nullptr && interceptor_->Intercepts(path)) {
     auto call = std::make_shared<InterceptedCall>(loop_, down, id, std::move(headers), pool_,
@@ -91,6 +94,43 @@ std::shared_ptr<ServerStream> RelayServer::NewStream(DownstreamConnection& down,
   return RelayedCall::Start(down, id, headers, end_stream, pool_, observer_);
 }
 
+size_t RelayServer::CallsInFlight() const {
+  size_t calls = 0;
+  for (const auto& c : connections_) calls += c->active_streams();
+  return calls;
+}
+
+// A flood of concurrent calls (thousands at once, where kubelet keeps a handful) grows the heap
+// by megabytes of stream state and connection buffers. Freed, that memory stays with the
+// allocator: glibc returns only the top of the heap to the kernel, and allocations made during
+// the flood that live on pin the rest, so the process would keep its flood-time size for good
+// (measured: 11.7 -> 17.5 MiB after five floods of 2,000 calls, `make bench`). Once the relay
+// has been quiet for a whole kTrimCheck after a flood (no flood-sized load, no connection
+// closed, few calls in flight), malloc_trim hands the free pages back. The watch costs a sum
+// over the connections per call and a timer every kTrimCheck while a flood lasts; a node whose
+// kubelet keeps a handful of calls in flight never arms it.
+void RelayServer::WatchForFlood(size_t in_flight) {
+  if (in_flight < kFloodCalls) return;
+  flood_peak_ = std::max(flood_peak_, in_flight);
+  busy_since_check_ = true;
+  if (trim_timer_ == 0) ArmTrimCheck();
+}
+
+void RelayServer::ArmTrimCheck() {
+  trim_timer_ = loop_.AddTimer(kTrimCheck, [this] {
+    trim_timer_ = 0;
+    if (busy_since_check_ || CallsInFlight() >= kQuietCalls) {
+      busy_since_check_ = false;
+      ArmTrimCheck();
+      return;
+    }
+    spdlog::debug("flood over, returning free heap memory to the kernel peak_calls_in_flight={}",
+                  flood_peak_);
+    flood_peak_ = 0;
+    malloc_trim(0);
+  });
+}
+
 void RelayServer::Drop(Http2Connection* connection) {
   auto it = std::find_if(connections_.begin(), connections_.end(),
                          [&](const auto& c) { return c.get() == connection; });
@@ -98,6 +138,8 @@ void RelayServer::Drop(Http2Connection* connection) {
   auto doomed = std::make_shared<std::unique_ptr<DownstreamConnection>>(std::move(*it));
   connections_.erase(it);
   loop_.Defer([doomed] {});
+  // A connection's buffers come free with it: after a flood, wait for a quiet period from here.
+  if (trim_timer_ != 0) busy_since_check_ = true;
   MaybeShutdownDone();
 }
 

@@ -44,6 +44,10 @@ class RelayServer {
   std::shared_ptr<ServerStream> NewStream(DownstreamConnection& down, int32_t id, Headers headers,
                                           bool end_stream);
   void Drop(Http2Connection* connection);
+  size_t CallsInFlight() const;
+  // After a flood of calls, gives the heap pages it left free back to the kernel (see .cc).
+  void WatchForFlood(size_t in_flight);
+  void ArmTrimCheck();
   void MaybeShutdownDone();
 
   EventLoop& loop_;
@@ -58,6 +62,14 @@ class RelayServer {
   bool shortage_logged_ = false;
   EventLoop::TimerId resume_timer_ = 0;  // pending while accepting is paused; 0: not paused
   bool shutting_down_ = false;
+  // Calls in flight at once that count as a flood, how few make the relay quiet, and the quiet
+  // period after which memory is trimmed.
+  static constexpr size_t kFloodCalls = 256;
+  static constexpr size_t kQuietCalls = 16;
+  static constexpr std::chrono::milliseconds kTrimCheck{2000};
+  size_t flood_peak_ = 0;              // the most calls in flight since the flood began
+  bool busy_since_check_ = false;      // flood-sized load or a closed connection since the check
+  EventLoop::TimerId trim_timer_ = 0;  // pending from a flood until the relay is quiet again
   std::function<void()> shutdown_done_;
 };
 
