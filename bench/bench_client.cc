@@ -12,6 +12,10 @@
 #include <grpcpp/support/byte_buffer.h>
 #include <grpcpp/support/channel_arguments.h>
 
+#include <stdexcept>
+
+#include "cri_async_client.h"
+
 namespace shim::bench {
 
 namespace {
@@ -91,6 +95,38 @@ CallResult BenchCaller::Call(const std::string& path, const std::string& request
     if (response_buffer.Valid() && response_buffer.DumpToSingleSlice(&single).ok()) {
       response->assign(reinterpret_cast<const char*>(single.begin()), single.size());
     }
+  }
+  return result;
+}
+
+struct BenchFlood::Impl {
+  explicit Impl(const std::string& socket, int connections) : client(socket, connections) {}
+  shim::testing::CriAsyncClient client;
+};
+
+BenchFlood::BenchFlood(const std::string& socket_path, int connections)
+    : impl_(std::make_unique<Impl>(socket_path, connections)) {
+  if (!impl_->client.Connect(std::chrono::seconds(10))) {
+    throw std::runtime_error("flood: " + std::to_string(connections) + " connections to " +
+                             socket_path + " not ready within 10 s");
+  }
+}
+
+BenchFlood::~BenchFlood() = default;
+
+BenchFlood::Result BenchFlood::Run(const std::vector<Call>& calls) {
+  std::vector<shim::testing::CriAsyncClient::Call> async_calls;
+  async_calls.reserve(calls.size());
+  for (const auto& call : calls) async_calls.push_back({call.path, call.request});
+  auto outcome = impl_->client.RunAll(async_calls, std::chrono::seconds(60));
+  Result result;
+  result.ok = outcome.Ok();
+  result.took_ms = static_cast<double>(outcome.took.count());
+  for (const auto& status : outcome.statuses) {
+    if (status.ok()) continue;
+    result.first_error = "code " + std::to_string(static_cast<int>(status.error_code())) + ": " +
+                         status.error_message();
+    break;
   }
   return result;
 }

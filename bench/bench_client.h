@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace shim::bench {
 
@@ -47,6 +48,32 @@ class BenchCaller {
   // `response` (may be null) receives the answer's bytes.
   CallResult Call(const std::string& path, const std::string& request,
                   std::string* response = nullptr);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Floods: every call of a list started at once, spread over connections of their own, as many
+// kubelets (or one misbehaving client) would load the shim.
+class BenchFlood {
+ public:
+  struct Call {
+    std::string path;
+    std::string request;
+  };
+  struct Result {
+    int ok = 0;
+    double took_ms = 0;       // first start to last answer
+    std::string first_error;  // "" when every call succeeded
+  };
+  // `connections` connections to `socket_path`; throws when they cannot connect within 10 s.
+  BenchFlood(const std::string& socket_path, int connections);
+  ~BenchFlood();
+  BenchFlood(const BenchFlood&) = delete;
+  BenchFlood& operator=(const BenchFlood&) = delete;
+
+  Result Run(const std::vector<Call>& calls);
 
  private:
   struct Impl;

@@ -24,4 +24,9 @@ for cmd in containerd docker-registry skopeo umoci htpasswd openssl unshare setp
   fi
 done
 
-exec "$root/tests/e2e/sandbox.sh" "$build/cri-bench" --shim "$build/image-cri-shim" "$@"
+# The package's size is reported when one was built (make package; make bench builds it).
+deb=()
+newest=$(ls -t "$build"/image-cri-shim_*.deb 2>/dev/null | head -n 1 || true)
+if [ -n "$newest" ]; then deb=(--deb "$newest"); fi
+
+exec "$root/tests/e2e/sandbox.sh" "$build/cri-bench" --shim "$build/image-cri-shim" "${deb[@]}" "$@"
