@@ -7,9 +7,9 @@
 #   check_packaging.sh deb BUILD_DIR SOURCE_DIR       cpack DEB, its control data, copyright,
 #                                                     changelog and manual page, then dpkg -i
 #                                                     into a private root, --version, dpkg -P
-#   check_packaging.sh lintian BUILD_DIR SOURCE_DIR   cpack DEB, then lintian: any error or
-#                                                     warning fails, so does an override without
-#                                                     a reason or one that no longer matches
+#   check_packaging.sh lintian BUILD_DIR SOURCE_DIR   cpack DEB, then lintian: any error,
+#                                                     warning or info fails, so does an override
+#                                                     without a reason or no longer matching
 # Exit 0 when every check passes; otherwise each failed check is printed and the exit is 1.
 set -uo pipefail
 
@@ -307,9 +307,9 @@ deb)
   if [ -z "$left" ]; then pass "purge leaves no file"; else fail "left after purge: $left"; fi
   ;;
 lintian)
-  # Debian's own judgement of the package. --fail-on error,warning: exit 2 on any error or
-  # warning that packaging/deb/lintian-overrides does not override. Infos are shown, and one
-  # of them fails too: an override lintian reports unused (the tag is gone or has changed).
+  # Debian's own judgement of the package. --fail-on error,warning,info: exit 2 on any error,
+  # warning or info (hardening, unstripped sections) that packaging/deb/lintian-overrides does
+  # not override; so does an override lintian reports unused (the tag is gone or has changed).
   if ! command -v lintian >/dev/null; then
     echo "FAIL: lintian is not installed (scripts/install-deps.sh installs it)" >&2
     exit 1
@@ -327,19 +327,19 @@ lintian)
   # Not --show-overrides: with it, lintian 2.116 exits 2 for the overridden tags too; the
   # overrides are printed from the file instead.
   lint_status=0
-  lint=$(lintian --fail-on error,warning --display-info "$deb" 2>&1) || lint_status=$?
+  lint=$(lintian --fail-on error,warning,info --display-info "$deb" 2>&1) || lint_status=$?
   lint=$(grep -v '^running with root privileges' <<<"$lint")
   echo "lintian $(lintian --version | sed 's/^Lintian v//') on $(basename "$deb"):"
   echo "${lint:-(nothing)}"
   echo "overridden, each with its reason (packaging/deb/lintian-overrides):"
   awk 'past_header && NF {print} !NF {past_header = 1}' "$src/packaging/deb/lintian-overrides"
   if [ $lint_status -eq 0 ]; then
-    pass "lintian: no error, no warning"
+    pass "lintian: no error, no warning, no info (hardening and stripping included)"
   else
-    fail "lintian exited $lint_status: the E: and W: lines above (fix each, or override it in packaging/deb/lintian-overrides with a reason)"
+    fail "lintian exited $lint_status: the E:, W: and I: lines above (fix each, or override it in packaging/deb/lintian-overrides with a reason)"
   fi
-  if grep -qE '^[EW]: ' <<<"$lint"; then
-    fail "lintian reports errors or warnings: $(grep -E '^[EW]: ' <<<"$lint")"
+  if grep -qE '^[EWI]: ' <<<"$lint"; then
+    fail "lintian reports errors, warnings or infos: $(grep -E '^[EWI]: ' <<<"$lint")"
   fi
   if grep -qE 'unused-override|mismatched-override' <<<"$lint"; then
     fail "an override no longer matches: $(grep -E 'unused-override|mismatched-override' <<<"$lint")"

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -41,7 +42,10 @@ class Cli : public testing::Test {
                         "cri: " +
                         dir_ + "/no-runtime.sock\nstateDir: " + dir_ + "/state\n");
   }
-  void TearDown() override { std::system(("rm -rf '" + dir_ + "'").c_str()); }
+  void TearDown() override {
+    std::error_code ignored;  // what a failed test left is removed as far as it can be
+    std::filesystem::remove_all(dir_, ignored);
+  }
 
   std::string Write(const std::string& name, const std::string& text) {
     std::string path = dir_ + "/" + name;
