@@ -1,5 +1,6 @@
 #include "cri/method.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <iterator>
 
@@ -53,11 +54,23 @@ constexpr CriMethod kCriMethods[] = {
     {"RuntimeService/Version", std::nullopt},
 };
 
-std::optional<size_t> MethodIndex(std::string_view name) {
-  for (size_t i = 0; i < std::size(kCriMethods); ++i) {
-    if (kCriMethods[i].name == name) return i;
+// Every relayed call is classified, twice (interception, metrics): a binary search keeps that
+// to a few comparisons.
+constexpr bool SortedByName() {
+  for (size_t i = 1; i < std::size(kCriMethods); ++i) {
+    if (!(kCriMethods[i - 1].name < kCriMethods[i].name)) return false;
   }
-  return std::nullopt;
+  return true;
+}
+static_assert(SortedByName(), "kCriMethods must stay sorted by name, without duplicates");
+
+std::optional<size_t> MethodIndex(std::string_view name) {
+  const CriMethod* end = std::end(kCriMethods);
+  const CriMethod* found = std::lower_bound(
+      std::begin(kCriMethods), end, name,
+      [](const CriMethod& method, std::string_view key) { return method.name < key; });
+  if (found == end || found->name != name) return std::nullopt;
+  return static_cast<size_t>(found - std::begin(kCriMethods));
 }
 
 }  // namespace

@@ -124,9 +124,9 @@ void EventLoop::RunTimers() {
 void EventLoop::RunDeferred() {
   // Deferred work may defer more (a flush that closes a connection): drain until quiet.
   while (!deferred_.empty()) {
-    std::vector<std::function<void()>> tasks;
-    tasks.swap(deferred_);
-    for (auto& task : tasks) task();
+    running_.swap(deferred_);
+    for (auto& task : running_) task();
+    running_.clear();
   }
 }
 

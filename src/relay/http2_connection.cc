@@ -62,7 +62,12 @@ Http2Connection::~Http2Connection() {
 }
 
 int Http2Connection::OnBeginHeaders(nghttp2_session*, const nghttp2_frame*, void* user_data) {
-  static_cast<Http2Connection*>(user_data)->scratch_.clear();
+  // One allocation for a whole header block (a gRPC request has about ten headers), where
+  // growing from empty would reallocate and move the headers four times; the block's headers are
+  // taken away with the vector (TakeHeaders), so its room cannot be kept.
+  auto* self = static_cast<Http2Connection*>(user_data);
+  self->scratch_.clear();
+  self->scratch_.reserve(kTypicalHeaderCount);
   return 0;
 }
 

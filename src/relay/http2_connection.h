@@ -88,6 +88,7 @@ class Http2Connection {
   std::string close_reason_;
   ClosedCallback on_closed_;
   std::vector<std::array<uint8_t, 8>> ping_acks_;  // owed to the peer
+  static constexpr size_t kTypicalHeaderCount = 12;
   Headers scratch_;
   EventLoop::TimerId ping_ack_timer_ = 0;
 };
