@@ -52,12 +52,23 @@ Status HttpEndpoint::Start(const std::string& address, Handlers handlers) {
     return Status::Error("cannot listen on metricsAddress " + address +
                          " (in use, or not an address of this host)");
   }
-  thread_ = std::thread([this] { server_->listen_after_bind(); });
+  listen_returned_ = false;
+  thread_ = std::thread([this] {
+    server_->listen_after_bind();
+    listen_returned_ = true;
+  });
   return Status::Ok();
 }
 
 void HttpEndpoint::Stop() {
-  if (server_) server_->stop();
+  if (server_) {
+    // cpp-httplib's stop() does nothing until the thread is inside listen_after_bind, which
+    // would then serve forever and the join below would hang (a SIGTERM right after start).
+    while (thread_.joinable() && !server_->is_running() && !listen_returned_) {
+      std::this_thread::yield();
+    }
+    server_->stop();
+  }
   if (thread_.joinable()) thread_.join();
   server_.reset();
 }

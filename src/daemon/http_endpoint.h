@@ -3,6 +3,7 @@
 // answers). Meant for loopback: it carries no credentials, but neither does it authenticate.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -34,6 +35,7 @@ class HttpEndpoint {
  private:
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
+  std::atomic<bool> listen_returned_ = false;  // set by thread_ when it stops serving
 };
 
 }  // namespace shim::daemon
