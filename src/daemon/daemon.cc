@@ -28,6 +28,7 @@
 #include "daemon/instance_lock.h"
 #include "daemon/metrics.h"
 #include "daemon/prometheus_text.h"
+#include "daemon/startup_pages.h"
 #include "daemon/systemd_notify.h"
 #include "registry/health.h"
 #include "registry/prober.h"
@@ -45,6 +46,7 @@ using namespace std::chrono_literals;
 
 // How long calls in flight may run on after SIGTERM before they are reset.
 constexpr auto kShutdownGrace = 5s;
+constexpr auto kReleaseStartupPagesAfter = 2s;
 
 // Every kubelet connection, runtime connection and registry probe holds a descriptor, and the
 // usual soft limit (1024) is a convention for select(), which nothing here uses. The hard limit
@@ -347,6 +349,13 @@ int Run(const Options& options) {
   LogConfig(config);
   sources.Start();
   loop.AddTimer(0ms, [&] { pre_pull.Start(); });
+  // Start-up is over by then (the first ConfigMap read and probes included, on a healthy node):
+  // what only it touched need not stay mapped for the daemon's whole life (startup_pages.h).
+  loop.AddTimer(kReleaseStartupPagesAfter, [] {
+    ReleasedPages released = ReleaseStartupPages();
+    spdlog::info("start-up pages released mappings={} resident_kib={}", released.mappings,
+                 released.kib);
+  });
   NotifySystemd("READY=1");
   loop.Run();
 
