@@ -419,8 +419,17 @@ std::optional<RenameJob> ImageService::RenameFor(const PullAttempt& attempt,
   job.pull_started = started;
   job.status_path = attempt.status_path;
   job.wanted_elsewhere = [this, self = &attempt](const std::string& name) {
+    auto record = image::ParseReference(name);
     for (const auto& [key, other] : pulls_) {
-      if (other.get() != self && other->reference == name) return true;
+      if (other.get() == self) continue;
+      if (other->reference == name) return true;
+      // A pull the runtime is still making of the same repository creates records under these
+      // names and reads them back before it answers: one deleted in between fails that pull
+      // with NOT_FOUND (seen with concurrent pulls of one image under other credentials). The
+      // last pull to finish removes them.
+      if (other->current == nullptr || other->next == 0 || !record.ok()) continue;
+      auto pulling = image::ParseReference(other->candidates[other->next - 1].image);
+      if (pulling.ok() && pulling->Name() == record->Name()) return true;
     }
     return false;
   };
