@@ -765,9 +765,9 @@ Report Run(const Options& options) {
 
   if (options.configmap) {
     Progress("idle memory of a shim watching its ConfigMap over TLS");
-    report.configmap =
-        MeasureIdleWatchingConfigMap(options.shim_binary, containerd.Socket(), registry.Address(),
-                                     registry.username() + ":" + registry.password(), kIdleSettleMs);
+    report.configmap = MeasureIdleWatchingConfigMap(
+        options.shim_binary, containerd.Socket(), registry.Address(),
+        registry.username() + ":" + registry.password(), kIdleSettleMs);
   }
 
   if (options.count_calls > 0) {
