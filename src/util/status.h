@@ -9,14 +9,40 @@
 #include <source_location>
 #include <string>
 #include <utility>
+#include <version>
 
 namespace shim {
 
 namespace internal {
 
+#if defined(__cpp_lib_source_location)
+using SourceLocation = std::source_location;
+#else
+// libstdc++'s std::source_location needs __builtin_source_location, which clang 14 (the
+// compiler of the fuzz targets) lacks; its older builtins give the same three facts.
+class SourceLocation {
+ public:
+  static constexpr SourceLocation current(const char* file = __builtin_FILE(),
+                                          unsigned line = __builtin_LINE(),
+                                          const char* function = __builtin_FUNCTION()) noexcept {
+    return SourceLocation(file, line, function);
+  }
+  constexpr const char* file_name() const noexcept { return file_; }
+  constexpr unsigned line() const noexcept { return line_; }
+  constexpr const char* function_name() const noexcept { return function_; }
+
+ private:
+  constexpr SourceLocation(const char* file, unsigned line, const char* function)
+      : file_(file), line_(line), function_(function) {}
+  const char* file_;
+  unsigned line_;
+  const char* function_;
+};
+#endif
+
 // A broken REQUIRES: says where and why on stderr, then aborts (core dump, no unwinding).
 [[noreturn]] inline void CheckFailed(const char* what, const std::string& detail,
-                                     std::source_location where) {
+                                     internal::SourceLocation where) {
   std::fprintf(stderr, "%s:%u: %s: %s%s%s\n", where.file_name(),
                static_cast<unsigned>(where.line()), where.function_name(), what,
                detail.empty() ? "" : ": ", detail.c_str());
@@ -34,7 +60,8 @@ class Status {
 
   bool ok() const { return !message_.has_value(); }
   // REQUIRES: !ok()
-  const std::string& message(std::source_location where = std::source_location::current()) const {
+  const std::string& message(
+      internal::SourceLocation where = internal::SourceLocation::current()) const {
     if (!message_) internal::CheckFailed("Status::message() of an OK status", "", where);
     return *message_;
   }
@@ -50,7 +77,7 @@ class StatusOr {
   StatusOr(T value) : value_(std::move(value)) {}  // NOLINT: implicit
   // REQUIRES: !status.ok() (an OK status carries no value to return)
   StatusOr(Status status,  // NOLINT: implicit
-           std::source_location where = std::source_location::current())
+           internal::SourceLocation where = internal::SourceLocation::current())
       : status_(std::move(status)) {
     if (status_.ok()) internal::CheckFailed("StatusOr built from an OK status", "", where);
   }
@@ -58,30 +85,30 @@ class StatusOr {
   bool ok() const { return value_.has_value(); }
   const Status& status() const { return status_; }
   // REQUIRES: ok()
-  const T& value(std::source_location where = std::source_location::current()) const& {
+  const T& value(internal::SourceLocation where = internal::SourceLocation::current()) const& {
     Check(where);
     return *value_;
   }
-  T& value(std::source_location where = std::source_location::current()) & {
+  T& value(internal::SourceLocation where = internal::SourceLocation::current()) & {
     Check(where);
     return *value_;
   }
-  T&& value(std::source_location where = std::source_location::current()) && {
+  T&& value(internal::SourceLocation where = internal::SourceLocation::current()) && {
     Check(where);
     return std::move(*value_);
   }
   const T& operator*() const& {
-    Check(std::source_location::current());
+    Check(internal::SourceLocation::current());
     return *value_;
   }
   const T* operator->() const {
-    Check(std::source_location::current());
+    Check(internal::SourceLocation::current());
     return &*value_;
   }
 
  private:
   // The error's message goes into the crash report: messages never hold credentials.
-  void Check(std::source_location where) const {
+  void Check(internal::SourceLocation where) const {
     if (!value_) internal::CheckFailed("value of a failed StatusOr", status_.message(), where);
   }
 
