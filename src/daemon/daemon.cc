@@ -47,6 +47,24 @@ using namespace std::chrono_literals;
 // How long calls in flight may run on after SIGTERM before they are reset.
 constexpr auto kShutdownGrace = 5s;
 constexpr auto kReleaseStartupPagesAfter = 2s;
+constexpr int kReleaseStartupPagesTries = 5;
+
+// Releases the pages only start-up touched (startup_pages.h) after kReleaseStartupPagesAfter;
+// when that cannot be done then (out of descriptors, say), tries again as often as `tries` says.
+void ScheduleStartupPagesRelease(relay::EventLoop& loop, int tries) {
+  loop.AddTimer(kReleaseStartupPagesAfter, [&loop, tries] {
+    ReleasedPages released = ReleaseStartupPages();
+    if (released.error.empty()) {
+      spdlog::info("start-up pages released mappings={} resident_kib={}", released.mappings,
+                   released.kib);
+    } else if (tries > 1) {
+      spdlog::debug("start-up pages not released yet error=\"{}\"", released.error);
+      ScheduleStartupPagesRelease(loop, tries - 1);
+    } else {
+      spdlog::info("start-up pages kept error=\"{}\"", released.error);
+    }
+  });
+}
 
 // Every kubelet connection, runtime connection and registry probe holds a descriptor, and the
 // usual soft limit (1024) is a convention for select(), which nothing here uses. The hard limit
@@ -351,11 +369,7 @@ int Run(const Options& options) {
   loop.AddTimer(0ms, [&] { pre_pull.Start(); });
   // Start-up is over by then (the first ConfigMap read and probes included, on a healthy node):
   // what only it touched need not stay mapped for the daemon's whole life (startup_pages.h).
-  loop.AddTimer(kReleaseStartupPagesAfter, [] {
-    ReleasedPages released = ReleaseStartupPages();
-    spdlog::info("start-up pages released mappings={} resident_kib={}", released.mappings,
-                 released.kib);
-  });
+  ScheduleStartupPagesRelease(loop, kReleaseStartupPagesTries);
   NotifySystemd("READY=1");
   loop.Run();
 

@@ -11,12 +11,14 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 
 namespace shim::daemon {
 
 struct ReleasedPages {
   size_t mappings = 0;  // mappings unmapped
   size_t kib = 0;       // resident KiB they held
+  std::string error;    // why nothing was done (e.g. out of descriptors): try again later
 };
 
 // Reads /proc/self/smaps; unmaps what it can. Safe at any time: the pages come back on demand.
