@@ -277,17 +277,9 @@ pid_t FindPid(const std::string& needle) {
   return -1;
 }
 
-// A field of /proc/PID/status in KiB, e.g. "VmRSS" (0 when unreadable).
-long StatusKib(pid_t pid, const std::string& field) {
-  std::istringstream status(ReadFileIfExists("/proc/" + std::to_string(pid) + "/status"));
-  for (std::string line; std::getline(status, line);) {
-    if (line.starts_with(field + ":")) return std::stol(line.substr(field.size() + 1));
-  }
-  return 0;
-}
-
+// VmRSS of `pid` in KiB.
 long RssKib(pid_t pid) {
-  return StatusKib(pid, "VmRSS");
+  return ProcStatusKib(pid, "VmRSS");
 }
 
 // User plus system CPU time of every thread of `pid`.
@@ -1244,20 +1236,20 @@ TEST_F(FaultsE2E, MemoryOfAFloodIsGivenBackOnceItIsOver) {
     ASSERT_EQ(warm_up.RunAll(BurstCalls(20), 30s).Ok(), 20);
   }
   std::this_thread::sleep_for(300ms);
-  before = StatusKib(shim_pid_, "RssAnon");
+  before = ProcStatusKib(shim_pid_, "RssAnon");
   {
     CriAsyncClient flood(shim_->Socket(), kConnections);
     ASSERT_TRUE(flood.Connect(10s));
     for (int i = 0; i < 3; ++i) {
       auto result = flood.RunAll(calls, 60s);
       ASSERT_EQ(result.Ok(), kCalls) << Summary(result);
-      peak = std::max(peak, StatusKib(shim_pid_, "RssAnon"));
+      peak = std::max(peak, ProcStatusKib(shim_pid_, "RssAnon"));
     }
   }
   long now = 0;
   bool given_back = WaitUntil(
       [&] {
-        now = StatusKib(shim_pid_, "RssAnon");
+        now = ProcStatusKib(shim_pid_, "RssAnon");
         return now <= before + std::min(2048L, (peak - before) / 2);
       },
       15s, 100ms);

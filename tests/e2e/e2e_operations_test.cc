@@ -820,15 +820,6 @@ TEST_F(OperationsE2E, MetricsPortInUseStillServesCriAndLogsTheAddress) {
 
 // ---- Memory -----------------------------------------------------------------------------------
 
-// A field of /proc/PID/status in KiB ("RssFile"); -1 when unreadable.
-long StatusKib(pid_t pid, const std::string& field) {
-  std::istringstream status(ReadFileIfExists("/proc/" + std::to_string(pid) + "/status"));
-  for (std::string line; std::getline(status, line);) {
-    if (line.starts_with(field + ":")) return std::stol(line.substr(field.size() + 1));
-  }
-  return -1;
-}
-
 // Two seconds after the start the shim unmaps the code and read-only data only start-up touched
 // (src/daemon/startup_pages.h): its file-backed resident memory drops by megabytes, the log says
 // how much, and everything works as before, a pull over TLS and status calls included (the
@@ -839,7 +830,7 @@ TEST_F(OperationsE2E, PagesOnlyStartUpTouchedAreReleased) {
   CriClient client(socket_);
   cri::VersionResponse version;
   ASSERT_TRUE(client.Version("v1", &version, kQuick).ok());
-  const long before = StatusKib(shim.pid(), "RssFile");
+  const long before = ProcStatusKib(shim.pid(), "RssFile");
   std::smatch match;
   const std::regex released_line("start-up pages released mappings=(\\d+) resident_kib=(\\d+)");
   std::string log;
@@ -851,7 +842,7 @@ TEST_F(OperationsE2E, PagesOnlyStartUpTouchedAreReleased) {
       10s, 100ms))
       << "no release logged:\n"
       << TailLines(log);
-  const long after = StatusKib(shim.pid(), "RssFile");
+  const long after = ProcStatusKib(shim.pid(), "RssFile");
   const long released_kib = std::stol(match[2].str());
   EXPECT_GT(std::stol(match[1].str()), 0);
   EXPECT_GT(released_kib, 2048) << "start-up leaves more than 2 MiB of code mapped";
@@ -868,7 +859,7 @@ TEST_F(OperationsE2E, PagesOnlyStartUpTouchedAreReleased) {
   EXPECT_TRUE(shim.Running());
   std::cout << "[figures] RssFile " << before << " KiB before the release, " << after
             << " KiB after (" << released_kib << " KiB released), "
-            << StatusKib(shim.pid(), "RssFile") << " KiB after a pull and status calls\n";
+            << ProcStatusKib(shim.pid(), "RssFile") << " KiB after a pull and status calls\n";
 }
 
 // ---- Logs -------------------------------------------------------------------------------------

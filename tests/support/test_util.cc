@@ -58,6 +58,14 @@ std::string ReadFileIfExists(const std::string& path) {
   return out.str();
 }
 
+long ProcStatusKib(int pid, const std::string& field) {
+  std::istringstream status(ReadFileIfExists("/proc/" + std::to_string(pid) + "/status"));
+  for (std::string line; std::getline(status, line);) {
+    if (line.starts_with(field + ":")) return std::stol(line.substr(field.size() + 1));
+  }
+  return -1;
+}
+
 void WriteFile(const std::string& path, std::string_view content, unsigned mode) {
   int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
   if (fd < 0) throw std::runtime_error("cannot write " + path + ": " + strerror(errno));
