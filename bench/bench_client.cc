@@ -100,12 +100,16 @@ CallResult BenchCaller::Call(const std::string& path, const std::string& request
 }
 
 struct BenchFlood::Impl {
-  explicit Impl(const std::string& socket, int connections) : client(socket, connections) {}
+  Impl(const std::string& socket, int connections, int count, const std::string& image)
+      : client(socket, connections),
+        calls(shim::testing::VersionAndImageStatusCalls(count, image)) {}
   shim::testing::CriAsyncClient client;
+  std::vector<shim::testing::CriAsyncClient::Call> calls;
 };
 
-BenchFlood::BenchFlood(const std::string& socket_path, int connections)
-    : impl_(std::make_unique<Impl>(socket_path, connections)) {
+BenchFlood::BenchFlood(const std::string& socket_path, int connections, int calls,
+                       const std::string& image)
+    : impl_(std::make_unique<Impl>(socket_path, connections, calls, image)) {
   if (!impl_->client.Connect(std::chrono::seconds(10))) {
     throw std::runtime_error("flood: " + std::to_string(connections) + " connections to " +
                              socket_path + " not ready within 10 s");
@@ -114,11 +118,8 @@ BenchFlood::BenchFlood(const std::string& socket_path, int connections)
 
 BenchFlood::~BenchFlood() = default;
 
-BenchFlood::Result BenchFlood::Run(const std::vector<Call>& calls) {
-  std::vector<shim::testing::CriAsyncClient::Call> async_calls;
-  async_calls.reserve(calls.size());
-  for (const auto& call : calls) async_calls.push_back({call.path, call.request});
-  auto outcome = impl_->client.RunAll(async_calls, std::chrono::seconds(60));
+BenchFlood::Result BenchFlood::Run() {
+  auto outcome = impl_->client.RunAll(impl_->calls, std::chrono::seconds(60));
   Result result;
   result.ok = outcome.Ok();
   result.took_ms = static_cast<double>(outcome.took.count());

@@ -7,7 +7,6 @@
 
 #include <memory>
 #include <string>
-#include <vector>
 
 namespace shim::bench {
 
@@ -54,26 +53,22 @@ class BenchCaller {
   std::unique_ptr<Impl> impl_;
 };
 
-// Floods: every call of a list started at once, spread over connections of their own, as many
-// kubelets (or one misbehaving client) would load the shim.
+// Floods: `calls` calls (Version and ImageStatus of `image`, alternating) started at once, spread
+// over connections of their own, as many kubelets (or one misbehaving client) would load the shim.
 class BenchFlood {
  public:
-  struct Call {
-    std::string path;
-    std::string request;
-  };
   struct Result {
     int ok = 0;
     double took_ms = 0;       // first start to last answer
     std::string first_error;  // "" when every call succeeded
   };
   // `connections` connections to `socket_path`; throws when they cannot connect within 10 s.
-  BenchFlood(const std::string& socket_path, int connections);
+  BenchFlood(const std::string& socket_path, int connections, int calls, const std::string& image);
   ~BenchFlood();
   BenchFlood(const BenchFlood&) = delete;
   BenchFlood& operator=(const BenchFlood&) = delete;
 
-  Result Run(const std::vector<Call>& calls);
+  Result Run();  // one flood
 
  private:
   struct Impl;

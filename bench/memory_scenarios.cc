@@ -5,7 +5,6 @@
 #include <thread>
 
 #include "bench_client.h"
-#include "cri_image.pb.h"
 #include "kube_api_server.h"
 #include "shim_process.h"
 #include "temp_dir.h"
@@ -14,7 +13,6 @@
 namespace shim::bench {
 
 using namespace shim::testing;
-namespace cri = ::imagecrishim::cri;
 
 ConfigMapIdle MeasureIdleWatchingConfigMap(const std::string& shim_binary,
                                            const std::string& runtime_socket,
@@ -67,23 +65,11 @@ BurstMemory MeasureBursts(pid_t shim_pid, const std::string& shim_socket, const 
   result.connections = connections;
   result.calls = calls;
   result.idle_ms = idle_ms;
-  cri::VersionRequest version;
-  version.set_version("v1");
-  cri::ImageStatusRequest status;
-  status.mutable_image()->set_image(image);
-  std::vector<BenchFlood::Call> flood;
-  for (int i = 0; i < calls; ++i) {
-    if (i % 2 == 0) {
-      flood.push_back({"/runtime.v1.RuntimeService/Version", version.SerializeAsString()});
-    } else {
-      flood.push_back({"/runtime.v1.ImageService/ImageStatus", status.SerializeAsString()});
-    }
-  }
   result.before = RssKiB(shim_pid);
   {
-    BenchFlood client(shim_socket, connections);
+    BenchFlood client(shim_socket, connections, calls, image);
     for (int i = 0; i < bursts; ++i) {
-      BenchFlood::Result outcome = client.Run(flood);
+      BenchFlood::Result outcome = client.Run();
       if (outcome.ok != calls) {
         throw std::runtime_error(
             "flood " + std::to_string(i + 1) + ": " + std::to_string(calls - outcome.ok) + " of " +

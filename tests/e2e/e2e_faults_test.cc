@@ -1034,19 +1034,7 @@ TEST_F(FaultsE2E, KubeletCancelsAPullHalfWay) {
 
 // The calls of one burst: Version and ImageStatus by kubelet's name, alternating.
 std::vector<CriAsyncClient::Call> BurstCalls(int count) {
-  cri::VersionRequest version;
-  version.set_version("v1");
-  cri::ImageStatusRequest status;
-  status.mutable_image()->set_image(kLoadImage);
-  std::vector<CriAsyncClient::Call> calls;
-  for (int i = 0; i < count; ++i) {
-    if (i % 2 == 0) {
-      calls.push_back({"/runtime.v1.RuntimeService/Version", version.SerializeAsString()});
-    } else {
-      calls.push_back({"/runtime.v1.ImageService/ImageStatus", status.SerializeAsString()});
-    }
-  }
-  return calls;
+  return VersionAndImageStatusCalls(count, kLoadImage);
 }
 
 // Calls of a BurstCalls burst that failed or answered wrongly, with the first few described.

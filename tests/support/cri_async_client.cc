@@ -11,6 +11,8 @@
 #include <condition_variable>
 #include <mutex>
 
+#include "cri_image.pb.h"
+
 namespace shim::testing {
 
 namespace {
@@ -130,6 +132,21 @@ CriAsyncClient::Result CriAsyncClient::RunAll(const std::vector<Call>& calls,
   result.took = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::steady_clock::now() - started);
   return result;
+}
+
+std::vector<CriAsyncClient::Call> VersionAndImageStatusCalls(int count, const std::string& image) {
+  imagecrishim::cri::VersionRequest version;
+  version.set_version("v1");
+  imagecrishim::cri::ImageStatusRequest status;
+  status.mutable_image()->set_image(image);
+  const CriAsyncClient::Call version_call{"/runtime.v1.RuntimeService/Version",
+                                          version.SerializeAsString()};
+  const CriAsyncClient::Call status_call{"/runtime.v1.ImageService/ImageStatus",
+                                         status.SerializeAsString()};
+  std::vector<CriAsyncClient::Call> calls;
+  calls.reserve(static_cast<size_t>(count));
+  for (int i = 0; i < count; ++i) calls.push_back(i % 2 == 0 ? version_call : status_call);
+  return calls;
 }
 
 }  // namespace shim::testing

@@ -68,4 +68,8 @@ class CriAsyncClient {
   std::unique_ptr<Impl> impl_;
 };
 
+// `count` calls alternating Version (even positions) and ImageStatus of `image` (odd ones), v1:
+// the mixed load of the flood tests and of the benchmark's floods.
+std::vector<CriAsyncClient::Call> VersionAndImageStatusCalls(int count, const std::string& image);
+
 }  // namespace shim::testing
