@@ -9,6 +9,7 @@
 #include <grpcpp/support/channel_arguments.h>
 
 #include <condition_variable>
+#include <cstdio>
 #include <mutex>
 
 #include "cri_image.pb.h"
@@ -17,9 +18,38 @@ namespace shim::testing {
 
 namespace {
 constexpr int kMaxMessage = 16 * 1024 * 1024;  // what kubelet and containerd use
-}
+
+// Counts the calls whose state still exists. gRPC runs a call's completion callback on its own
+// thread and, after the callback has signalled the answer, still drops its references to the call
+// (the callback object, then the ClientContext with its call). The client waits for those to be
+// gone before its channels go, so no call outlives the channel it was made on.
+struct LiveCalls {
+  std::mutex mu;
+  std::condition_variable gone;
+  int live = 0;  // GUARDED_BY(mu)
+};
+
+// Held by a call's state from its start until the state, ClientContext included, is destroyed.
+class LiveCallToken {
+ public:
+  explicit LiveCallToken(std::shared_ptr<LiveCalls> calls) : calls_(std::move(calls)) {
+    std::lock_guard lock(calls_->mu);
+    ++calls_->live;
+  }
+  ~LiveCallToken() {
+    std::lock_guard lock(calls_->mu);
+    if (--calls_->live == 0) calls_->gone.notify_all();
+  }
+  LiveCallToken(const LiveCallToken&) = delete;
+  LiveCallToken& operator=(const LiveCallToken&) = delete;
+
+ private:
+  std::shared_ptr<LiveCalls> calls_;
+};
+}  // namespace
 
 struct CriAsyncClient::Impl {
+  std::shared_ptr<LiveCalls> live_calls = std::make_shared<LiveCalls>();
   std::vector<std::shared_ptr<grpc::Channel>> channels;
   std::vector<std::unique_ptr<grpc::GenericStub>> stubs;
   size_t next = 0;  // round-robin over the channels
@@ -27,6 +57,8 @@ struct CriAsyncClient::Impl {
 
 // Everything a call in flight needs; the completion callback holds it until it has run.
 struct CriAsyncClient::InFlight::State {
+  explicit State(std::shared_ptr<LiveCalls> calls) : token(std::move(calls)) {}
+  LiveCallToken token;  // first member: released last, after the ClientContext
   grpc::ClientContext context;
   grpc::ByteBuffer request;
   grpc::ByteBuffer response;
@@ -83,7 +115,16 @@ CriAsyncClient::CriAsyncClient(const std::string& socket_path, int connections)
   }
 }
 
-CriAsyncClient::~CriAsyncClient() = default;
+CriAsyncClient::~CriAsyncClient() {
+  // Every InFlight is gone by now (each waited for its answer); what may remain is gRPC's own
+  // hold on the last calls' state, released on its threads right after the callbacks returned.
+  std::unique_lock lock(impl_->live_calls->mu);
+  if (!impl_->live_calls->gone.wait_for(lock, std::chrono::seconds(30),
+                                        [&] { return impl_->live_calls->live == 0; })) {
+    std::fprintf(stderr, "CriAsyncClient: %d calls still held by gRPC after 30 s\n",
+                 impl_->live_calls->live);
+  }
+}
 
 bool CriAsyncClient::Connect(std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::system_clock::now() + timeout;
@@ -95,7 +136,7 @@ bool CriAsyncClient::Connect(std::chrono::milliseconds timeout) {
 
 std::unique_ptr<CriAsyncClient::InFlight> CriAsyncClient::Start(
     const Call& call, std::optional<std::chrono::milliseconds> deadline) {
-  auto state = std::make_shared<InFlight::State>();
+  auto state = std::make_shared<InFlight::State>(impl_->live_calls);
   if (deadline) state->context.set_deadline(std::chrono::system_clock::now() + *deadline);
   grpc::Slice slice(call.request);
   state->request = grpc::ByteBuffer(&slice, 1);
