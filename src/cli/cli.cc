@@ -211,6 +211,11 @@ int PrintRewrites(const config::Config& config, const std::vector<std::string>& 
   int status = 0;
   for (const std::string& text : images) {
     if (image::LooksLikeImageId(text)) {
+      if (auto refusal = image::CheckUncheckable(config)) {
+        out << text << " -> refused: " << refusal->rule << "\n";
+        status = 1;
+        continue;
+      }
       out << text << " -> " << text << " (image id, not rewritten)\n";
       continue;
     }

@@ -167,7 +167,15 @@ void ImageService::Pull(std::shared_ptr<InterceptedCall> call, std::string_view 
   std::string requested = request.image().image();
   auto reference = image::ParseReference(requested);
   if (image::LooksLikeImageId(requested) || !reference.ok()) {
-    return call->ReplyByRelaying();  // the runtime's own error explains a bad name best
+    // The runtime's own error explains a bad name best; but with a pull policy in force, a name
+    // the policy cannot judge is not let through (containerd reads "sha256:<hex>" as a tag of
+    // docker.io/library/sha256, for one).
+    if (auto refusal = image::CheckUncheckable(*config)) {
+      if (observer_ != nullptr) observer_->OnPullRefused(refusal->metric);
+      spdlog::debug("pull {} refused: {}", log::Quoted(requested), refusal->rule);
+      return call->ReplyError(GrpcCode::kPermissionDenied, refusal->Message(requested));
+    }
+    return call->ReplyByRelaying();
   }
   if (auto refusal = Refused(*reference, *config)) {
     return call->ReplyError(GrpcCode::kPermissionDenied, refusal->Message(requested));
@@ -204,6 +212,9 @@ std::optional<image::Refusal> ImageService::Refused(const image::Reference& refe
   if (refusals_logged_.size() > kRefusalLogMemory) {
     std::erase_if(refusals_logged_,
                   [&](const auto& entry) { return now - entry.second >= kRefusalLogInterval; });
+    // More distinct images refused within a minute than remembered: forget them all rather than
+    // grow (and scan at every refusal); at worst an image is logged again within its minute.
+    if (refusals_logged_.size() > kRefusalLogMemory) refusals_logged_.clear();
   }
   return refusal;
 }
@@ -353,6 +364,13 @@ void ImageService::Pulled(const std::shared_ptr<PullAttempt>& attempt,
                           std::chrono::system_clock::time_point wall_started) {
   std::string line = fmt::format("pull {} -> {} via {}: ok {}", attempt->requested, candidate.image,
                                  candidate.registry, Seconds(took));
+  if (ServedForNamespacesOnly(*attempt, candidate)) {
+    // A tenant's registry served it with the tenant's credentials: it stays under that
+    // registry's name and is not remembered under kubelet's, so no other namespace's pod finds
+    // it by name; the next pod that wants it pulls, and its namespace decides.
+    spdlog::info("{}; held under the registry's name only (a registry with `namespaces`)", line);
+    return FinishPull(attempt, &answer, GrpcCode::kOk, "");
+  }
   std::optional<RenameJob> job = RenameFor(*attempt, candidate, answer, wall_started);
   if (!job) {
     locations_.Remember(attempt->reference, candidate.image);
@@ -389,6 +407,12 @@ void ImageService::Pulled(const std::shared_ptr<PullAttempt>& attempt,
               FinishPull(attempt, &answer, GrpcCode::kOk, "");
             });
       });
+}
+
+bool ImageService::ServedForNamespacesOnly(const PullAttempt& attempt,
+                                           const image::Candidate& candidate) {
+  return !candidate.is_origin() &&
+         !attempt.config->registries.at(candidate.registry_index).namespaces.empty();
 }
 
 std::optional<RenameJob> ImageService::RenameFor(const PullAttempt& attempt,
@@ -706,6 +730,13 @@ void ImageService::Status(std::shared_ptr<InterceptedCall> call, std::string_vie
                              [call, config](UnaryResult answer) {
                                ReplyPinned<pb::ImageStatusResponse>(*call, answer, config->pin);
                              });
+  }
+  if (auto reference = image::ParseReference(given);
+      reference.ok() && image::OnNamespaceScopedRegistry(*reference, *config)) {
+    // A status call names no pod, and what a tenant's registry holds is for that tenant's pods
+    // only: "absent" makes kubelet pull, and the pull, which names the pod, decides.
+    spdlog::debug("status {}: on a registry with namespaces, absent until a pod's pull", given);
+    return call->ReplyMessage(pb::ImageStatusResponse().SerializeAsString());
   }
   auto start = std::chrono::steady_clock::now();
   if (config->image_names == config::ImageNames::kRequested) {

@@ -105,6 +105,9 @@ class ImageService final : public relay::Interceptor {
   void Pulled(const std::shared_ptr<PullAttempt>& attempt, const image::Candidate& candidate,
               relay::UnaryResult answer, std::chrono::steady_clock::duration took,
               std::chrono::system_clock::time_point wall_started);
+  // The candidate is a registry with `namespaces`: what it served is its tenant's alone.
+  static bool ServedForNamespacesOnly(const PullAttempt& attempt,
+                                      const image::Candidate& candidate);
   // What re-points the pulled records to the requested name; nullopt when nothing is to do.
   std::optional<RenameJob> RenameFor(const PullAttempt& attempt, const image::Candidate& candidate,
                                      const relay::UnaryResult& answer,

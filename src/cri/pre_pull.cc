@@ -49,6 +49,9 @@ void PrePuller::CheckList() {
   if (config != seen_) {  // a reload: the list may have changed
     seen_ = config;
     if (config->pre_pull != listed_) Sync(config->pre_pull);
+    // New credentials, registries or rules may be what a failed image waited for: no backoff
+    // stands between a fixed configuration and the image.
+    RetryFailedNow();
   }
   check_timer_ = loop_.AddTimer(timing_.check_list, [this, alive = std::weak_ptr(alive_)] {
     if (alive.lock()) CheckList();
@@ -77,8 +80,26 @@ void PrePuller::Sync(const std::vector<std::string>& images) {
       added.push_back(image);
     }
   }
-  if (!added.empty()) spdlog::info("prePull: {} image(s) to make present", added.size());
-  for (const auto& image : added) Try(image);
+  for (const auto& image : added) {
+    spdlog::info("prePull {}: pending", image);
+    Try(image);
+  }
+}
+
+void PrePuller::RetryFailedNow() {
+  std::vector<std::string> failed;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& [image, entry] : entries_) {
+      if (entry.state != State::kFailed || entry.in_flight) continue;
+      if (entry.timer != 0) loop_.Cancel(entry.timer);
+      entry.timer = 0;
+      entry.failures = 0;
+      failed.push_back(image);
+    }
+  }
+  if (!failed.empty()) spdlog::info("prePull: the configuration changed, trying the failed again");
+  for (const auto& image : failed) Try(image);
 }
 
 void PrePuller::Try(const std::string& image) {
@@ -109,8 +130,14 @@ void PrePuller::Settled(const std::string& image, uint64_t generation,
   if (result.state == OwnPullResult::State::kFailed) {
     entry.state = State::kFailed;
     entry.reason = result.reason;
+    if (result.reason == "refused") {
+      // The policy says the same until the configuration changes (RetryFailedNow).
+      spdlog::warn("prePull {}: refused, tried again when the configuration changes error={}",
+                   image, log::Quoted(result.message));
+      return;
+    }
     ++entry.failures;
-    auto delay = RetryDelay(entry.failures);
+    auto delay = RetryDelay(entry.failures, timing_);
     spdlog::warn("prePull {}: failed ({}), retry in {}s error={}", image, result.reason,
                  std::chrono::duration_cast<std::chrono::seconds>(delay).count(),
                  log::Quoted(result.message));
@@ -133,12 +160,12 @@ void PrePuller::Schedule(const std::string& image, Entry& entry, std::chrono::mi
   });
 }
 
-std::chrono::milliseconds PrePuller::RetryDelay(int failures) {
+std::chrono::milliseconds PrePuller::RetryDelay(int failures, const Timing& timing) {
   // Doubling from first_retry up to longest_retry, with +-20% jitter so that a thousand nodes
   // that failed together do not retry together.
-  auto delay = timing_.first_retry;
-  for (int i = 1; i < failures && delay < timing_.longest_retry; ++i) delay *= 2;
-  delay = std::min(delay, timing_.longest_retry);
+  auto delay = timing.first_retry;
+  for (int i = 1; i < failures && delay < timing.longest_retry; ++i) delay *= 2;
+  delay = std::min(delay, timing.longest_retry);
   static thread_local std::minstd_rand random(std::random_device{}());
   std::uniform_real_distribution<double> jitter(0.8, 1.2);
   return std::chrono::milliseconds(static_cast<long long>(delay.count() * jitter(random)));

@@ -2,7 +2,8 @@
 // and whenever the list changes (file or ConfigMap), through the normal pull path
 // (ImageService::EnsurePresent: policy, rewrite, credentials, order, failover, naming). Images
 // already present are skipped; a failure is retried with backoff; present images are checked
-// again now and then, so one removed by hand or by garbage collection comes back. Nothing here
+// again now and then, so one removed by hand or by garbage collection comes back; a change of the
+// configuration retries failed images at once (one the policy refused waits for that). Nothing here
 // delays serving: it all runs as timers and callbacks on the loop. Every state change is logged,
 // and the states are kept for the metrics.
 //
@@ -55,6 +56,8 @@ class PrePuller {
   std::vector<Status> Snapshot() const;
 
   static std::string_view StateName(State state);
+  // The wait before the next try after `failures` failures in a row.
+  static std::chrono::milliseconds RetryDelay(int failures, const Timing& timing);
 
  private:
   struct Entry {
@@ -68,10 +71,10 @@ class PrePuller {
 
   void CheckList();
   void Sync(const std::vector<std::string>& images);
+  void RetryFailedNow();
   void Try(const std::string& image);
   void Settled(const std::string& image, uint64_t generation, const OwnPullResult& result);
   void Schedule(const std::string& image, Entry& entry, std::chrono::milliseconds delay);
-  std::chrono::milliseconds RetryDelay(int failures);
 
   ImageService& images_;
   relay::EventLoop& loop_;

@@ -25,4 +25,10 @@ std::optional<Refusal> CheckPolicy(const Reference& reference, const config::Con
   return std::nullopt;
 }
 
+std::optional<Refusal> CheckUncheckable(const config::Config& config) {
+  if (config.allow.empty() && config.deny.empty()) return std::nullopt;
+  return Refusal{"it is not an image name that `allow` and `deny` can be checked against",
+                 "unchecked"};
+}
+
 }  // namespace shim::image

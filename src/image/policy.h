@@ -22,4 +22,9 @@ struct Refusal {
 // everything.
 std::optional<Refusal> CheckPolicy(const Reference& reference, const config::Config& config);
 
+// For a name that is no image reference the policy can judge (an image id, an unparsable name):
+// refused whenever `allow` or `deny` is set, since the runtime may still read it as a name on
+// some registry; nullopt without a policy.
+std::optional<Refusal> CheckUncheckable(const config::Config& config);
+
 }  // namespace shim::image

@@ -21,8 +21,23 @@ int OnRegistryMatch(const Reference& reference, const config::Registry& registry
 }
 
 bool InScope(const config::Registry& registry, const PullScope& scope) {
-  return scope.any_namespace || registry.namespaces.empty() ||
+  return registry.namespaces.empty() ||
          config::NamespaceMatches(registry.namespaces, scope.pod_namespace);
+}
+
+// The configured registry `reference` is on (with several on one host, the longest matching
+// path), or -1.
+int RegistryOf(const Reference& reference, const std::vector<config::Registry>& registries) {
+  int best = -1;
+  int best_length = -1;
+  for (size_t i = 0; i < registries.size(); ++i) {
+    int length = OnRegistryMatch(reference, registries[i]);
+    if (length > best_length) {
+      best = static_cast<int>(i);
+      best_length = length;
+    }
+  }
+  return best;
 }
 
 Candidate Origin(const Reference& reference) {
@@ -35,17 +50,8 @@ std::vector<Candidate> Rewrite(const Reference& reference, const config::Config&
                                const PullScope& scope) {
   const auto& registries = config.registries;
 
-  // Already on a configured registry: pull it there as is. With several registries on one host
-  // (different paths), the one with the longest matching path wins.
-  int best = -1;
-  int best_length = -1;
-  for (size_t i = 0; i < registries.size(); ++i) {
-    int length = OnRegistryMatch(reference, registries[i]);
-    if (length > best_length) {
-      best = static_cast<int>(i);
-      best_length = length;
-    }
-  }
+  // Already on a configured registry: pull it there as is.
+  int best = RegistryOf(reference, registries);
   if (best >= 0) {
     const config::Registry& registry = registries[best];
     if (!InScope(registry, scope)) return {Origin(reference)};  // not this pod's registry
@@ -65,6 +71,11 @@ std::vector<Candidate> Rewrite(const Reference& reference, const config::Config&
     candidates.push_back(Origin(reference));
   }
   return candidates;
+}
+
+bool OnNamespaceScopedRegistry(const Reference& reference, const config::Config& config) {
+  int registry = RegistryOf(reference, config.registries);
+  return registry >= 0 && !config.registries[registry].namespaces.empty();
 }
 
 }  // namespace shim::image

@@ -21,12 +21,18 @@ struct Candidate {
 // Whose pull it is. A registry with `namespaces` (and so its credentials) serves only pulls for
 // pods in those namespaces.
 struct PullScope {
-  std::string pod_namespace;   // the pod's namespace; "" for a pull without a pod (crictl, prePull)
-  bool any_namespace = false;  // name lookups (status, remove): every registry, no credentials
+  std::string pod_namespace;  // the pod's namespace; "" for a pull without a pod (crictl, prePull)
 
-  static PullScope ForPod(std::string pod_namespace) { return {std::move(pod_namespace), false}; }
-  static PullScope Lookup() { return {"", true}; }
+  static PullScope ForPod(std::string pod_namespace) { return {std::move(pod_namespace)}; }
+  // Name lookups (status, remove, list, create): they carry no pod, so like a pull without one
+  // they see only registries without `namespaces`. An image a tenant's registry served is
+  // therefore never found by kubelet's name for another namespace's pod, which must pull it.
+  static PullScope Lookup() { return {""}; }
 };
+
+// The image names a registry with `namespaces` (on its host, under its path): what the runtime
+// holds under such a name came with a tenant's credentials.
+bool OnNamespaceScopedRegistry(const Reference& reference, const config::Config& config);
 
 // Order: if the image is already on a configured registry (same host and port), that one
 // candidate with that registry's credentials; otherwise one candidate per configured registry

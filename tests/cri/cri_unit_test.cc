@@ -1,11 +1,15 @@
 // The pure parts of the image-call handling: which calls are intercepted, how a runtime's
 // failure is read, the bounded memory of where images were stored, the names an image is held
-// under and which of them are pinned.
+// under and which of them are pinned, prePull's backoff.
 #include <gtest/gtest.h>
+
+#include <chrono>
+#include <set>
 
 #include "cri/image_locations.h"
 #include "cri/image_names.h"
 #include "cri/method.h"
+#include "cri/pre_pull.h"
 #include "cri/pull_failure.h"
 
 namespace shim::cri {
@@ -81,6 +85,30 @@ TEST(MethodPath, EveryInterceptedMethodIsOneCriMethod) {
   for (size_t i = 1; i < CriMethods().size(); ++i) {
     EXPECT_LT(CriMethods()[i - 1].name, CriMethods()[i].name) << "sorted, no duplicates";
   }
+}
+
+// prePull's backoff: doubling from the first retry up to the longest, each within +-20%, so
+// that nodes that failed together spread their retries.
+TEST(PrePullBackoff, DoublesUpToTheLongestWithJitter) {
+  PrePuller::Timing timing;
+  timing.first_retry = std::chrono::seconds(5);
+  timing.longest_retry = std::chrono::seconds(60);
+  auto within = [](std::chrono::milliseconds got, int expected_seconds) {
+    return got.count() >= expected_seconds * 800 && got.count() <= expected_seconds * 1200;
+  };
+  const int expected[] = {5, 10, 20, 40, 60, 60, 60};
+  for (int failures = 1; failures <= 7; ++failures) {
+    for (int sample = 0; sample < 50; ++sample) {
+      auto got = PrePuller::RetryDelay(failures, timing);
+      ASSERT_TRUE(within(got, expected[failures - 1]))
+          << failures << " failures: " << got.count() << " ms";
+    }
+  }
+  // The jitter is there: not every delay is the same.
+  std::set<long long> delays;
+  for (int sample = 0; sample < 50; ++sample)
+    delays.insert(PrePuller::RetryDelay(3, timing).count());
+  EXPECT_GT(delays.size(), 10u);
 }
 
 // Messages as containerd 1.6 words them (checked against real registries).

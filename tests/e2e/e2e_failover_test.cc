@@ -3,9 +3,6 @@
 // credentials or never answers must not stop a pull that another registry can serve; a registry
 // that recovers gets the pulls back without anyone touching the shim.
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -18,6 +15,7 @@
 #include "cri_client.h"
 #include "registry.h"
 #include "shim_process.h"
+#include "silent_server.h"
 #include "temp_dir.h"
 #include "test_image.h"
 #include "test_util.h"
@@ -26,51 +24,6 @@ namespace shim::testing {
 namespace {
 
 using namespace std::chrono_literals;
-
-// Accepts TCP connections and never answers: a registry that hangs.
-class SilentServer {
- public:
-  SilentServer() {
-    fd_ = socket(AF_INET, SOCK_STREAM, 0);
-    int one = 1;
-    setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    port_ = FreeLoopbackPort();
-    addr.sin_port = htons(static_cast<uint16_t>(port_));
-    if (bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || listen(fd_, 64) != 0) {
-      throw std::runtime_error("silent server: cannot listen");
-    }
-    thread_ = std::thread([this] {
-      while (!stop_) {
-        int c = accept(fd_, nullptr, nullptr);
-        if (c >= 0) {
-          held_.push_back(c);
-          ++held_count_;
-        }
-      }
-    });
-  }
-  ~SilentServer() {
-    stop_ = true;
-    shutdown(fd_, SHUT_RDWR);
-    thread_.join();
-    close(fd_);
-    for (int c : held_) close(c);
-  }
-  int port() const { return port_; }
-  // Connections accepted so far (a caller is waiting on this server).
-  int held() const { return held_count_; }
-
- private:
-  int fd_ = -1;
-  int port_ = 0;
-  std::atomic<bool> stop_{false};
-  std::vector<int> held_;
-  std::atomic<int> held_count_{0};
-  std::thread thread_;
-};
 
 class FailoverE2E : public ::testing::Test {
  protected:

@@ -19,6 +19,7 @@
 #include "cri_client.h"
 #include "registry.h"
 #include "shim_process.h"
+#include "silent_server.h"
 #include "temp_dir.h"
 #include "test_image.h"
 #include "test_util.h"
@@ -170,11 +171,9 @@ TEST_F(PolicyE2E, EachTenantsPullsGoOnlyToItsOwnRegistryWithItsOwnCredentials) {
   int a1 = asked(*a_), b1 = asked(*b_);
   EXPECT_GT(a1, a0) << "A was not asked for team-a's pull";
   EXPECT_EQ(b1, b0) << "B was asked for team-a's pull";
-  ASSERT_TRUE(direct_->RemoveImage(from_a.image_id, kQuick).ok());
   EXPECT_EQ(Pull("tenants/app:1", "tenant-b-prod"), from_b.image_id) << TailLines(shim_->Log());
   EXPECT_EQ(asked(*a_), a1) << "A was asked for tenant-b-prod's pull";
   EXPECT_GT(asked(*b_), b1) << "B was not asked for tenant-b-prod's pull";
-  ASSERT_TRUE(direct_->RemoveImage(from_b.image_id, kQuick).ok());
   int a2 = asked(*a_), b2 = asked(*b_);
   // A pod in no tenant's namespace, and a pull without a pod, get only the shared registry.
   std::string other = Pull("tenants/app:1", "default");
@@ -188,9 +187,72 @@ TEST_F(PolicyE2E, EachTenantsPullsGoOnlyToItsOwnRegistryWithItsOwnCredentials) {
 
   EXPECT_EQ(asked(*a_), a2) << "A was asked for a pull of no tenant";
   EXPECT_EQ(asked(*b_), b2) << "B was asked for a pull of no tenant";
+  // Each registry logs the user of every request: A saw only A's, B only B's, and the shared
+  // registry (asked first in every pull) neither tenant's.
+  EXPECT_TRUE(Contains(a_->LogText(), kUserA)) << "A's log names no user: the checks below prove "
+                                                  "nothing";
+  EXPECT_TRUE(Contains(b_->LogText(), kUserB));
   EXPECT_FALSE(Contains(b_->LogText(), kUserA)) << TailLines(b_->LogText(), 20);
   EXPECT_FALSE(Contains(a_->LogText(), kUserB)) << TailLines(a_->LogText(), 20);
   EXPECT_FALSE(Contains(a_->LogText(), kUserS) || Contains(b_->LogText(), kUserS));
+  EXPECT_FALSE(Contains(s_->LogText(), kUserA) || Contains(s_->LogText(), kUserB))
+      << TailLines(s_->LogText(), 20);
+}
+
+// What a tenant's registry served is that tenant's alone, also on the node: it stays under the
+// registry's name, kubelet's name finds it for no pod (a status call names none, so kubelet
+// pulls and the pull's namespace decides), and no other namespace's pull replaces it or is
+// replaced by it.
+TEST_F(PolicyE2E, WhatATenantsRegistryServedIsFoundByNoOtherNamespace) {
+  TestImage from_a = PushImage(*a_, "tenants/own:1");
+  TestImage from_b = PushImage(*b_, "tenants/own:1");
+  ASSERT_NE(from_a.image_id, from_b.image_id);
+  StartShim();
+  const std::string on_a = a_->ImageName("tenants/own:1");
+  const std::string on_b = b_->ImageName("tenants/own:1");
+  auto status_via_shim = [&](const std::string& name) {
+    cri::ImageStatusResponse status;
+    grpc::Status rpc = client_->ImageStatus(name, &status, kQuick);
+    return rpc.ok() ? status.image().id() : Describe(rpc);
+  };
+  auto held_directly = [&](const std::string& name) {
+    cri::ImageStatusResponse status;
+    grpc::Status rpc = direct_->ImageStatus(name, &status, kQuick);
+    return rpc.ok() ? status.image().id() : Describe(rpc);
+  };
+
+  // team-a's pull (the shared registry lacks the image, A serves it): under A's name only.
+  EXPECT_EQ(Pull("tenants/own:1", "team-a"), from_a.image_id) << TailLines(shim_->Log());
+  EXPECT_EQ(held_directly(on_a), from_a.image_id);
+  EXPECT_EQ(held_directly("docker.io/tenants/own:1"), "") << "held under kubelet's name";
+  EXPECT_TRUE(Contains(shim_->Log(), "held under the registry's name only"))
+      << TailLines(shim_->Log());
+  // A status call names no pod: present to it, the image would be any pod's.
+  EXPECT_EQ(status_via_shim("tenants/own:1"), "");
+  EXPECT_EQ(status_via_shim(on_a), "");
+
+  // tenant-b's pull of the same name gets B's image and leaves team-a's as it was; team-a's
+  // next pull gets A's again, not B's.
+  EXPECT_EQ(Pull("tenants/own:1", "tenant-b-prod"), from_b.image_id) << TailLines(shim_->Log());
+  EXPECT_EQ(held_directly(on_a), from_a.image_id);
+  EXPECT_EQ(held_directly(on_b), from_b.image_id);
+  EXPECT_EQ(Pull("tenants/own:1", "team-a"), from_a.image_id);
+
+  // A pod elsewhere naming A's image outright pulls from A as the image's own registry, with
+  // its own credentials (none): A refuses it, and it does not get team-a's copy.
+  std::string stranger = Pull(on_a, "default");
+  EXPECT_NE(stranger, from_a.image_id) << "another namespace got team-a's image";
+  EXPECT_TRUE(Contains(stranger, "401") || Contains(stranger, "nauthorized")) << stranger;
+
+  // Once the shared registry has the image, a pod in no tenant's namespace gets that one, under
+  // kubelet's name, and the tenants' copies stay theirs.
+  TestImage shared = PushImage(*s_, "tenants/own:1");
+  ASSERT_NE(shared.image_id, from_a.image_id);
+  EXPECT_EQ(Pull("tenants/own:1", "default"), shared.image_id);
+  EXPECT_EQ(status_via_shim("tenants/own:1"), shared.image_id);
+  EXPECT_EQ(held_directly(on_a), from_a.image_id);
+  EXPECT_EQ(held_directly(on_b), from_b.image_id);
+  EXPECT_FALSE(Contains(s_->LogText(), kUserA) || Contains(s_->LogText(), kUserB));
 }
 
 // Tenant A's registry down: its pull fails naming every candidate it has (the shared one and
@@ -315,6 +377,101 @@ TEST_F(PolicyE2E, APrePullListChangePullsWhatItAdds) {
             0600);
   EXPECT_TRUE(WaitUntil([&] { return held("platform/added:1", added.image_id); }, seconds(30)))
       << TailLines(shim_->Log());
+}
+
+// `allow` alone: what it lists is pulled, anything else is refused before any registry; and an
+// image id, which names no registry the policy could judge, is refused too while a policy is in
+// force (containerd would read "sha256:<hex>" as a tag of docker.io/library/sha256).
+TEST_F(PolicyE2E, AllowAloneAdmitsOnlyWhatItListsAndNoImageId) {
+  PushImage(*s_, "library/listed:1");
+  PushImage(*s_, "other/unlisted:1");
+  StartShim("allow: [docker.io/library/]\n");
+  std::string listed = Pull("listed:1", "");
+  EXPECT_EQ(listed.rfind("sha256:", 0), 0u) << listed;
+  for (const char* pod_namespace : {"", "team-a", "tenant-b-1"}) {
+    std::string unlisted = Pull("other/unlisted:1", pod_namespace);
+    EXPECT_TRUE(Contains(unlisted, "PERMISSION_DENIED")) << unlisted;
+    EXPECT_TRUE(Contains(unlisted, "no `allow` entry matches it (allow: docker.io/library/)"))
+        << unlisted;
+  }
+  for (const Registry* registry : {s_, a_, b_}) {
+    EXPECT_EQ(ManifestRequests(*registry, "other/unlisted", "1"), 0) << registry->Host();
+  }
+  std::string by_id = Pull("sha256:" + std::string(64, 'c'), "team-a");
+  EXPECT_TRUE(Contains(by_id, "PERMISSION_DENIED")) << by_id;
+  EXPECT_TRUE(Contains(by_id, "not an image name that `allow` and `deny` can be checked against"))
+      << by_id;
+  std::string metrics = Metrics();
+  EXPECT_TRUE(Contains(metrics, "image_cri_shim_pulls_refused_total{rule=\"allow\"} 3")) << metrics;
+  EXPECT_TRUE(Contains(metrics, "image_cri_shim_pulls_refused_total{rule=\"unchecked\"} 1"))
+      << metrics;
+}
+
+// A prePull the policy refuses is not retried on a timer (the policy would say the same, and
+// each retry would count as a refusal), but at once when the configuration changes.
+TEST_F(PolicyE2E, ARefusedPrePullWaitsForTheConfigurationToChange) {
+  TestImage image = PushImage(*s_, "platform/gated:1", "prepull-gated");
+  StartShim("deny: [docker.io/platform/]\nprePull: [platform/gated:1]\n");
+  const std::string refused_line = "prePull docker.io/platform/gated:1: refused";
+  ASSERT_TRUE(WaitUntil([&] { return Contains(shim_->Log(), refused_line); }, seconds(20)))
+      << TailLines(shim_->Log());
+  EXPECT_TRUE(Contains(Metrics(),
+                       "image_cri_shim_prepull_state{image=\"docker.io/platform/gated:1\","
+                       "state=\"failed\",reason=\"refused\"} 1"))
+      << Metrics();
+  // Longer than the first retry of a failure (5 s, +20%): nothing is tried again.
+  std::this_thread::sleep_for(seconds(7));
+  EXPECT_EQ(Count(shim_->Log(), refused_line), 1) << TailLines(shim_->Log());
+  EXPECT_TRUE(Contains(Metrics(),
+                       "image_cri_shim_pulls_refused_total{rule=\"deny:docker.io/platform/\"} 1"));
+  EXPECT_EQ(ManifestRequests(*s_, "platform/gated", "1"), 0);
+  // The rule goes: the image comes without waiting for any backoff.
+  WriteFile(dir_->File("shim.yaml"), ConfigYaml("prePull: [platform/gated:1]\n"), 0600);
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        cri::ImageStatusResponse status;
+        return client_->ImageStatus("platform/gated:1", &status, kQuick).ok() &&
+               status.image().id() == image.image_id;
+      },
+      seconds(30)))
+      << TailLines(shim_->Log());
+}
+
+// A prePull stuck on a registry that accepts and never answers holds up nothing: the socket
+// serves, /readyz says ready, kubelet's pulls from another registry work, and the image is
+// reported pending meanwhile.
+TEST_F(PolicyE2E, AHangingPrePullHoldsUpNeitherServingNorReadiness) {
+  TestImage served = PushImage(*a_, "tenants/served:1");
+  SilentServer silent;
+  if (metrics_port_ == 0) metrics_port_ = FreeLoopbackPort();
+  // The shared registry is the silent one: the prePull (no pod) can only go there.
+  WriteFile(dir_->File("shim.yaml"),
+            "shim: " + dir_->File("shim.sock") + "\ncri: " + containerd_->Socket() +
+                "\nstateDir: " + dir_->File("state") + "\naddress: https://registry-c.test:" +
+                std::to_string(silent.port()) + "\nregistries:\n- address: " + a_->Address() +
+                "\n  auth: \"" + kUserA + ":" + kPasswordA +
+                "\"\n  namespaces: [team-a]\nconfigMap:\n  enabled: false\n"
+                "metricsAddress: \"127.0.0.1:" +
+                std::to_string(metrics_port_) + "\"\nprePull: [platform/hangs:1]\n",
+            0600);
+  shim_ = std::make_unique<ShimProcess>(ShimOptions{.config_path = dir_->File("shim.yaml"),
+                                                    .socket_path = dir_->File("shim.sock"),
+                                                    .debug = true});
+  shim_->Start();
+  client_ = std::make_unique<CriClient>(shim_->Socket());
+  ASSERT_TRUE(WaitUntil([&] { return silent.held() > 0; }, seconds(20)))
+      << "the prePull never reached the registry: " << TailLines(shim_->Log());
+  // The prePull is in flight now (containerd waits on the silent registry).
+  EXPECT_TRUE(Contains(Metrics(),
+                       "image_cri_shim_prepull_state{image=\"docker.io/platform/hangs:1\","
+                       "state=\"pending\"} 1"))
+      << Metrics();
+  EXPECT_TRUE(Contains(shim_->Log(), "prePull docker.io/platform/hangs:1: pending"));
+  EXPECT_EQ(HttpGet(metrics_port_, "/readyz").status, 200);
+  EXPECT_EQ(Pull(a_->ImageName("tenants/served:1"), "team-a"), served.image_id)
+      << TailLines(shim_->Log());
+  cri::VersionResponse version;
+  EXPECT_TRUE(client_->Version("v1", &version, kQuick).ok());
 }
 
 }  // namespace

@@ -125,6 +125,12 @@ TEST_F(Cli, RewriteShowsWhatAPodInANamespaceGetsOrTheRuleThatRefusesIt) {
   EXPECT_EQ(refused.out.substr(0, refused.out.find('\n') + 1),
             "blocked/x:1 -> refused: deny \"docker.io/blocked/\" matches it\n");
   EXPECT_NE(refused.out.find("app:1 -> tenant.example.com/library/app:1"), std::string::npos);
+  // An image id says nothing the policy could check: with a policy in force it is refused.
+  std::string id = "sha256:" + std::string(64, 'e');
+  Output by_id = Run("rewrite --file " + path + " " + id);
+  EXPECT_EQ(by_id.code, 1) << by_id.all();
+  EXPECT_EQ(by_id.out, id + " -> refused: it is not an image name that `allow` and `deny` can be "
+                            "checked against\n");
   for (const Output& r : {pod, no_pod, refused}) {
     EXPECT_EQ(r.all().find(kSecret), std::string::npos);
     EXPECT_EQ(r.all().find(kBackupSecret), std::string::npos);

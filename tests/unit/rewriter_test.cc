@@ -337,8 +337,25 @@ TEST(Rewrite, RegistriesWithNamespacesServeOnlyTheirPods) {
   // A pull without a pod (crictl, prePull): registries without `namespaces` only.
   EXPECT_EQ(Candidates(kTenants, "app:1", PullScope::ForPod("")),
             V{"shared.example.com/library/app:1 | shared.example.com | 0 | shared:ps"});
-  // Name lookups (status, remove) consider every registry: no credentials travel there.
-  EXPECT_EQ(Candidates(kTenants, "app:1", PullScope::Lookup()).size(), 3u);
+  // Name lookups (status, remove, list, create) carry no pod: a tenant's registry is not among
+  // them, so what it served is never found by kubelet's name for another namespace.
+  EXPECT_EQ(Candidates(kTenants, "app:1", PullScope::Lookup()),
+            V{"shared.example.com/library/app:1 | shared.example.com | 0 | shared:ps"});
+}
+
+TEST(Rewrite, NamesOnATenantsRegistryAreKnownAsSuch) {
+  auto scoped = [](const std::string& image) {
+    config::LoadResult loaded = config::ParseConfig(kTenants, "t.yaml");
+    EXPECT_TRUE(loaded.ok());
+    StatusOr<Reference> ref = ParseReference(image);
+    EXPECT_TRUE(ref.ok()) << image;
+    return OnNamespaceScopedRegistry(*ref, *loaded.config);
+  };
+  EXPECT_TRUE(scoped("team-a.example.com/x/app:1"));
+  EXPECT_TRUE(scoped("tenants.example.com/library/app@sha256:" + std::string(64, 'a')));
+  EXPECT_FALSE(scoped("shared.example.com/library/app:1"));
+  EXPECT_FALSE(scoped("app:1"));
+  EXPECT_FALSE(scoped("team-a.example.com.other/x/app:1"));
 }
 
 TEST(Rewrite, AnImageOnAnotherTenantsRegistryGetsNoneOfItsCredentials) {
@@ -358,6 +375,20 @@ std::optional<Refusal> Check(const std::string& yaml, const std::string& image) 
   StatusOr<Reference> ref = ParseReference(image);
   EXPECT_TRUE(ref.ok()) << image;
   return CheckPolicy(*ref, *loaded.config);
+}
+
+TEST(Policy, NamesThePolicyCannotJudgeAreRefusedOnlyUnderAPolicy) {
+  auto uncheckable = [](const std::string& yaml) {
+    config::LoadResult loaded =
+        config::ParseConfig("address: registry.company.com\n" + yaml, "t.yaml");
+    EXPECT_TRUE(loaded.ok()) << (loaded.errors.empty() ? "" : loaded.errors.front());
+    return CheckUncheckable(*loaded.config);
+  };
+  EXPECT_FALSE(uncheckable(""));
+  auto with_deny = uncheckable("deny: [docker.io/]\n");
+  ASSERT_TRUE(with_deny);
+  EXPECT_EQ(with_deny->metric, "unchecked");
+  EXPECT_TRUE(uncheckable("allow: [registry.company.com/]\n"));
 }
 
 TEST(Policy, DenyWinsAllowLimitsAndNothingAllowsEverything) {
