@@ -85,6 +85,14 @@ struct Config {
   std::string state_dir = "/var/lib/image-cri-shim";
   // Every field: a reload that changes nothing can be told from one that does.
   bool operator==(const Config&) const = default;
+
+  // Some registry serves only pods of given namespaces (`namespaces`).
+  bool AnyRegistryHasNamespaces() const {
+    for (const Registry& registry : registries) {
+      if (!registry.namespaces.empty()) return true;
+    }
+    return false;
+  }
 };
 
 using ConfigPtr = std::shared_ptr<const Config>;

@@ -2,6 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
+
 #include <chrono>
 #include <type_traits>
 
@@ -68,12 +71,22 @@ std::string_view PullFailureLabel(PullFailure failure) {
   return "failed";
 }
 
+// Whether an ImageStatus answer holds an image: its field 1 is there. Read off the wire without
+// decoding the image (tags, digests, labels...), which kubelet's status call before every
+// container start would otherwise pay for.
 bool HasImage(const UnaryResult& answer) {
   auto message = answer.Message();
   if (!answer.ok() || !message) return false;
-  pb::ImageStatusResponse response;
-  return response.ParseFromArray(message->data(), static_cast<int>(message->size())) &&
-         response.has_image();
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(message->data()),
+                                            static_cast<int>(message->size()));
+  constexpr int kImageField = pb::ImageStatusResponse::kImageFieldNumber;
+  while (uint32_t tag = in.ReadTag()) {
+    if (google::protobuf::internal::WireFormatLite::GetTagFieldNumber(tag) == kImageField) {
+      return true;
+    }
+    if (!google::protobuf::internal::WireFormatLite::SkipField(&in, tag)) return false;
+  }
+  return false;
 }
 
 std::function<std::string(const std::string&)> PlainStatusRequest() {
