@@ -400,7 +400,7 @@ std::optional<RenameJob> ImageService::RenameFor(const PullAttempt& attempt,
   }
   auto requested = image::ParseReference(attempt.reference);
   auto pulled = image::ParseReference(candidate.image);
-  if (!requested.ok() || !pulled.ok() || pulled->String() == requested->String()) {
+  if (!requested.ok() || !pulled.ok() || RecordNameOf(*pulled) == RecordNameOf(*requested)) {
     return std::nullopt;  // pulled under its own name already
   }
   pb::PullImageResponse response;
@@ -422,7 +422,10 @@ std::optional<RenameJob> ImageService::RenameFor(const PullAttempt& attempt,
     auto record = image::ParseReference(name);
     for (const auto& [key, other] : pulls_) {
       if (other.get() == self) continue;
-      if (other->reference == name) return true;
+      if (auto asked = image::ParseReference(other->reference);
+          asked.ok() && RecordNameOf(*asked) == name) {
+        return true;
+      }
       // A pull the runtime is still making of the same repository creates records under these
       // names and reads them back before it answers: one deleted in between fails that pull
       // with NOT_FOUND (seen with concurrent pulls of one image under other credentials). The

@@ -163,14 +163,30 @@ TEST(RecordNames, FollowContainerdForTagDigestAndBoth) {
   EXPECT_EQ(by_digest.digest, std::string("docker.io/library/nginx@") + kOther);
   EXPECT_EQ(by_digest.All(), std::vector<std::string>{by_digest.digest});
 
+  // By tag and digest: containerd's CRI (reference.ParseDockerRef) drops the tag, so the
+  // digest record alone, without the tag, as after a direct pull.
   RecordNames both = RecordNamesFor(Parse(std::string("quay.io/org/app:1.2@") + kOther), kDigest);
   EXPECT_EQ(both.tag, "");
-  EXPECT_EQ(both.digest, std::string("quay.io/org/app:1.2@") + kOther);
-  EXPECT_EQ(both.All().size(), 1u);
+  EXPECT_EQ(both.digest, std::string("quay.io/org/app@") + kOther);
+  EXPECT_EQ(both.All(), std::vector<std::string>{both.digest});
+  RecordNames short_name = RecordNamesFor(Parse(std::string("app:1@") + kOther), kDigest);
+  EXPECT_EQ(short_name.All(),
+            std::vector<std::string>{std::string("docker.io/library/app@") + kOther});
 
   RecordNames port = RecordNamesFor(Parse("localhost:5000/team/app:v1"), kDigest);
   EXPECT_EQ(port.tag, "localhost:5000/team/app:v1");
   EXPECT_EQ(port.digest, std::string("localhost:5000/team/app@") + kDigest);
+}
+
+// The one record that names the reference itself: the tag record, or the digest record with the
+// tag dropped, as containerd's CRI resolves the name.
+TEST(RecordNames, TheRecordOfTheReferenceItselfDropsATagBesideADigest) {
+  EXPECT_EQ(RecordNameOf(Parse("nginx")), "docker.io/library/nginx:latest");
+  EXPECT_EQ(RecordNameOf(Parse("localhost:5000/team/app:v1")), "localhost:5000/team/app:v1");
+  EXPECT_EQ(RecordNameOf(Parse(std::string("nginx@") + kDigest)),
+            std::string("docker.io/library/nginx@") + kDigest);
+  EXPECT_EQ(RecordNameOf(Parse(std::string("localhost:5000/team/app:v1@") + kDigest)),
+            std::string("localhost:5000/team/app@") + kDigest);
 }
 
 TEST(Pin, MatchesWholePathComponentsOfTheRepository) {

@@ -230,6 +230,57 @@ TEST_F(NamesE2E, APullByDigestHasNoTagAndTheRequestedDigestName) {
   EXPECT_EQ(through->id(), image.image_id);
 }
 
+// Pull by tag and digest: containerd's CRI drops the tag when a digest is present
+// (reference.ParseDockerRef), so a direct pull holds only name@digest. Through the shim the image
+// must end up the same: no tag, RepoDigests exactly [requested name@digest], no record under the
+// registry's name or under name:tag@digest, and the names visible at once (no visibility wait
+// running into its bound).
+TEST_F(NamesE2E, APullByTagAndDigestIsHeldAsADirectPullHoldsIt) {
+  TestImage image = PushImage(*registry_, "library/tagdigest:1", "tagdigest");
+  ShimProcess& shim = StartShim();
+  CriClient via_shim(shim.Socket());
+  const std::string requested = "tagdigest:1@" + image.manifest_digest;
+  const std::string held = "docker.io/library/tagdigest@" + image.manifest_digest;
+  std::string image_ref;
+  grpc::Status status = via_shim.PullImage(requested, nullptr, &image_ref, kPull);
+  ASSERT_TRUE(status.ok()) << Describe(status) << TailLines(shim.Log());
+  EXPECT_EQ(image_ref, image.image_id);
+  auto found = DirectStatus(held);
+  ASSERT_TRUE(found.has_value()) << TailLines(shim.Log());
+  EXPECT_EQ(found->id(), image.image_id);
+  EXPECT_TRUE(Tags(*found).empty());
+  EXPECT_EQ(Digests(*found), Names{held});
+  // kubelet asks by the name in the pod spec, tag and all: containerd and the shim both find it.
+  for (CriClient* client : {direct_.get(), &via_shim}) {
+    auto by_spec = DirectStatus(requested, client);
+    ASSERT_TRUE(by_spec.has_value()) << client->socket_path();
+    EXPECT_EQ(by_spec->id(), image.image_id);
+  }
+  EXPECT_FALSE(Record("docker.io/library/" + requested).has_value());
+  EXPECT_FALSE(Record(RegistryName("library/tagdigest") + "@" + image.manifest_digest).has_value());
+  EXPECT_FALSE(Record(RegistryName("library/" + requested)).has_value());
+  EXPECT_EQ(shim.Log().find("does not show its new names"), std::string::npos)
+      << TailLines(shim.Log());
+  EXPECT_NE(shim.Log().find("held as " + held), std::string::npos) << TailLines(shim.Log());
+
+  // The control: a direct pull of the registry's name with tag and digest has the same shape
+  // and the same id.
+  cri::AuthConfig auth = MakeAuth(kUser, kPassword);
+  std::string direct_ref;
+  ASSERT_TRUE(
+      direct_->PullImage(RegistryName("library/" + requested), &auth, &direct_ref, kPull).ok());
+  EXPECT_EQ(direct_ref, image.image_id);
+  auto direct = DirectStatus(RegistryName("library/" + requested));
+  ASSERT_TRUE(direct.has_value());
+  EXPECT_TRUE(Tags(*direct).empty());
+  auto digests = Digests(*direct);
+  std::sort(digests.begin(), digests.end());
+  Names expected = {held, RegistryName("library/tagdigest") + "@" + image.manifest_digest};
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(digests, expected);
+  ASSERT_TRUE(direct_->RemoveImage(image.image_id, kQuick).ok());
+}
+
 // Three images: three list entries with their own names; a filter by name gives that one; a
 // removal by name, by id and by digest name leaves nothing in containerd.
 TEST_F(NamesE2E, ThreeImagesAreListedFilteredAndRemovedByTheirOwnNames) {
