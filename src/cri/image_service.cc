@@ -355,6 +355,7 @@ void ImageService::Pulled(const std::shared_ptr<PullAttempt>& attempt,
                                  candidate.registry, Seconds(took));
   std::optional<RenameJob> job = RenameFor(*attempt, candidate, answer, wall_started);
   if (!job) {
+    KeepRegistryNames(candidate.image);
     locations_.Remember(attempt->reference, candidate.image);
     spdlog::info("{}", line);
     return FinishPull(attempt, &answer, GrpcCode::kOk, "");
@@ -366,6 +367,7 @@ void ImageService::Pulled(const std::shared_ptr<PullAttempt>& attempt,
       [this, attempt, job = std::move(*job), line, answer = std::move(answer),
        pulled_as = candidate.image](bool served) mutable {
         if (!served) {
+          KeepRegistryNames(pulled_as);
           locations_.Remember(attempt->reference, pulled_as);
           spdlog::info("{}", line);
           return FinishPull(attempt, &answer, GrpcCode::kOk, "");
@@ -381,6 +383,7 @@ void ImageService::Pulled(const std::shared_ptr<PullAttempt>& attempt,
                                  : fmt::format("; kept {}", fmt::join(outcome.kept, ", ")));
               } else {
                 // The image is there under the registry's name: translation finds it.
+                KeepRegistryNames(pulled_as);
                 locations_.Remember(attempt->reference, pulled_as);
                 spdlog::info("{}", line);
                 spdlog::warn("pull {}: the image stays under {}: {}", attempt->requested, pulled_as,
@@ -389,6 +392,12 @@ void ImageService::Pulled(const std::shared_ptr<PullAttempt>& attempt,
               FinishPull(attempt, &answer, GrpcCode::kOk, "");
             });
       });
+}
+
+void ImageService::KeepRegistryNames(const std::string& pulled_as) {
+  if (auto pulled = image::ParseReference(pulled_as); pulled.ok()) {
+    left_records_.Take(pulled->Name());
+  }
 }
 
 std::optional<RenameJob> ImageService::RenameFor(const PullAttempt& attempt,
@@ -420,22 +429,24 @@ std::optional<RenameJob> ImageService::RenameFor(const PullAttempt& attempt,
   job.status_path = attempt.status_path;
   job.wanted_elsewhere = [this, self = &attempt](const std::string& name) {
     auto record = image::ParseReference(name);
+    WantedBy wanted = WantedBy::kNobody;
     for (const auto& [key, other] : pulls_) {
       if (other.get() == self) continue;
       if (auto asked = image::ParseReference(other->reference);
           asked.ok() && RecordNameOf(*asked) == name) {
-        return true;
+        return WantedBy::kAskedFor;
       }
       // A pull the runtime is still making of the same repository creates records under these
       // names and reads them back before it answers: one deleted in between fails that pull
       // with NOT_FOUND (seen with concurrent pulls of one image under other credentials). The
-      // last pull to finish removes them.
+      // deletion is handed over to the pulls that finish later (LeftRecords).
       if (other->current == nullptr || other->next == 0 || !record.ok()) continue;
       auto pulling = image::ParseReference(other->candidates[other->next - 1].image);
-      if (pulling.ok() && pulling->Name() == record->Name()) return true;
+      if (pulling.ok() && pulling->Name() == record->Name()) wanted = WantedBy::kBeingPulled;
     }
-    return false;
+    return wanted;
   };
+  job.left = &left_records_;
   return job;
 }
 

@@ -109,6 +109,9 @@ class ImageService final : public relay::Interceptor {
   std::optional<RenameJob> RenameFor(const PullAttempt& attempt, const image::Candidate& candidate,
                                      const relay::UnaryResult& answer,
                                      std::chrono::system_clock::time_point started);
+  // The image stays under the registry's name `pulled_as`: records of its repository left for
+  // pulls in flight to delete are wanted now, and stay.
+  void KeepRegistryNames(const std::string& pulled_as);
   // Runs `then(served)` once it is known whether the runtime serves containerd's image API.
   void WithRecordsSupport(relay::EventLoop& loop, relay::UpstreamPool& pool,
                           std::function<void(bool served)> then);
@@ -161,6 +164,8 @@ class ImageService final : public relay::Interceptor {
   ImageLocations locations_;
   enum class RecordsSupport { kUnknown, kServed, kNotServed };
   RecordsSupport records_support_ = RecordsSupport::kUnknown;
+  // Registry-named records left for pulls still in flight to delete (requested_name.h).
+  LeftRecords left_records_;
   // Pulls under way, by image and caller credentials: a second identical pull joins the first.
   std::unordered_map<std::string, std::shared_ptr<PullAttempt>> pulls_;
   // When a refusal of each image was last logged.

@@ -1,12 +1,18 @@
 // The pure parts of the image-call handling: which calls are intercepted, how a runtime's
 // failure is read, the bounded memory of where images were stored, the names an image is held
-// under and which of them are pinned.
+// under and which of them are pinned, and the registry-named records left for other pulls to
+// delete.
 #include <gtest/gtest.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
 
 #include "cri/image_locations.h"
 #include "cri/image_names.h"
 #include "cri/method.h"
 #include "cri/pull_failure.h"
+#include "cri/requested_name.h"
 
 namespace shim::cri {
 namespace {
@@ -245,6 +251,51 @@ TEST(Pin, KeepsUndeclaredFieldsOfTheImage) {
   EXPECT_NE(again.find(std::string("\x2a\x02\x08\x07", 4)), std::string::npos);
   EXPECT_NE(again.find("nobody"), std::string::npos);
   EXPECT_NE(again.find(std::string("\x40\x01", 2)), std::string::npos);  // pinned(8): true
+}
+
+// Records left for other pulls: taken by repository, left again with the earliest start, and
+// bounded.
+TEST(LeftRecords, TakenByRepositoryWithTheEarliestStart) {
+  using Clock = std::chrono::system_clock;
+  const Clock::time_point t0 = Clock::now();
+  const auto t1 = t0 + std::chrono::seconds(1);
+  const std::string repo = "r.example.com/library/app";
+  LeftRecords left;
+  left.Leave({repo + ":1", repo, t1, kDigest});
+  left.Leave({repo + "@" + kDigest, repo, t1, kDigest});
+  left.Leave({"r.example.com/library/other:1", "r.example.com/library/other", t0, kDigest});
+  left.Leave({repo + ":1", repo, t0, kOther});  // left again by a pull that started earlier
+  left.Leave({repo + "@" + kDigest, repo, t1 + std::chrono::seconds(1), kDigest});  // later
+  EXPECT_EQ(left.size(), 3u);
+  auto taken = left.Take(repo);
+  ASSERT_EQ(taken.size(), 2u);
+  for (const auto& record : taken) {
+    EXPECT_EQ(record.repository, repo);
+    if (record.name == repo + ":1") {
+      EXPECT_EQ(record.since, t0);
+      EXPECT_EQ(record.digest, kOther);  // what it named when it was left last
+    } else {
+      EXPECT_EQ(record.name, repo + "@" + kDigest);
+      EXPECT_EQ(record.since, t1);
+    }
+  }
+  EXPECT_TRUE(left.Take(repo).empty()) << "taken once";
+  EXPECT_EQ(left.size(), 1u);
+  EXPECT_TRUE(left.Take("r.example.com/library/app2").empty()) << "whole names only";
+
+  LeftRecords full;
+  auto level = spdlog::get_level();
+  spdlog::set_level(spdlog::level::warn);  // one info line per entry dropped
+  for (int i = 0; i < 1100; ++i) {
+    full.Leave({repo + ":" + std::to_string(i), repo, t0 + std::chrono::seconds(i), kDigest});
+  }
+  spdlog::set_level(level);
+  EXPECT_EQ(full.size(), 1024u);
+  auto kept = full.Take(repo);
+  EXPECT_EQ(std::count_if(kept.begin(), kept.end(),
+                          [&](const auto& r) { return r.since < t0 + std::chrono::seconds(76); }),
+            0)
+      << "the entries left longest ago go first";
 }
 
 }  // namespace

@@ -19,8 +19,12 @@
 
 #include "containerd.h"
 #include "containerd_images.pb.h"
+#include "cri/requested_name.h"
 #include "cri_client.h"
+#include "image/reference.h"
 #include "registry.h"
+#include "relay/event_loop.h"
+#include "relay/upstream.h"
 #include "shim_process.h"
 #include "temp_dir.h"
 #include "test_image.h"
@@ -31,6 +35,7 @@ namespace {
 
 using std::chrono::seconds;
 namespace records = ::imagecrishim::containerd;
+namespace names = ::shim::cri;  // the shim's own image-call code (`cri` here is the messages)
 
 constexpr char kUser[] = "names-user";
 constexpr char kPassword[] = "names-pw-5t7u";
@@ -496,6 +501,146 @@ TEST_F(NamesE2E, ARuntimeWithoutTheImageApiKeepsRegistryNamesAndServes) {
                             "(UNIMPLEMENTED"),
             std::string::npos)
       << TailLines(shim.Log());
+}
+
+// --- The renaming step itself, in this process, against the suite's containerd ---
+//
+// Concurrent pulls that do not coalesce overlap in ways no client can aim at: pull B must start
+// in the few milliseconds between pull A's records and A's decision about them. Here the step
+// that re-points and deletes records (names::HoldUnderRequestedName, as the shim runs it after a
+// pull) runs on an event loop of the test's own, on records made by a real pull, and "another
+// pull in flight" is whatever the test's wanted_elsewhere says, when it says it.
+class RenameStepE2E : public NamesE2E {
+ protected:
+  // Runs the step to its end and returns its outcome.
+  names::RenameOutcome Rename(names::RenameJob job) {
+    relay::EventLoop loop;
+    relay::UpstreamPool pool(loop, containerd_->Socket());
+    std::optional<names::RenameOutcome> outcome;
+    names::HoldUnderRequestedName(loop, pool, std::move(job),
+                                  [&](names::RenameOutcome done) { outcome = std::move(done); });
+    auto give_up = std::chrono::steady_clock::now() + seconds(30);
+    while (!outcome && std::chrono::steady_clock::now() < give_up) {
+      loop.RunOnce(std::chrono::milliseconds(50));
+    }
+    pool.CloseAll();
+    EXPECT_TRUE(outcome.has_value()) << "the renaming step never finished";
+    return outcome.value_or(names::RenameOutcome{});
+  }
+
+  // The job the shim makes after pulling `repo_tag` from the registry for a pod that asked for
+  // `requested`: started at `started`, nothing wanted elsewhere unless the test says so.
+  names::RenameJob Job(const std::string& requested, const std::string& repo_tag,
+                       const TestImage& image, std::chrono::system_clock::time_point started,
+                       names::LeftRecords* left) {
+    names::RenameJob job;
+    job.requested = *image::ParseReference(requested);
+    job.pulled = *image::ParseReference(RegistryName(repo_tag));
+    job.registry = registry_->Host();
+    job.image_id = image.image_id;
+    job.pull_started = started;
+    job.status_path = "/runtime.v1.ImageService/ImageStatus";
+    job.left = left;
+    return job;
+  }
+
+  // Pulls the registry's name straight at containerd (the records a pull through the shim
+  // makes before its renaming step) and returns when the pull began.
+  std::chrono::system_clock::time_point PullRegistryName(const std::string& repo_tag) {
+    auto started = std::chrono::system_clock::now();
+    cri::AuthConfig auth = MakeAuth(kUser, kPassword);
+    grpc::Status status = direct_->PullImage(RegistryName(repo_tag), &auth, nullptr, kPull);
+    EXPECT_TRUE(status.ok()) << Describe(status);
+    return started;
+  }
+
+  static bool Mentions(const std::vector<std::string>& kept, const std::string& text) {
+    return std::any_of(kept.begin(), kept.end(),
+                       [&](const std::string& k) { return k.find(text) != std::string::npos; });
+  }
+};
+
+// Pull B of a repository starts after pull A's runtime pull created the registry's records, but
+// before A decides about them: A leaves them (B's runtime pull reads them back), and B, finding
+// them older than its own start, would take them for records that were there before the shim
+// pulled: kept for ever. Handed over with A's start, B deletes them.
+TEST_F(RenameStepE2E, RecordsLeftForAPullInFlightAreDeletedByThatPull) {
+  TestImage image = PushImage(*registry_, "library/handover:1", "handover");
+  const std::string tag_record = RegistryName("library/handover:1");
+  const std::string digest_record = RegistryName("library/handover") + "@" + image.manifest_digest;
+  names::LeftRecords left;
+  auto a_started = PullRegistryName("library/handover:1");
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  auto b_started = std::chrono::system_clock::now();  // B begins after A's records exist
+  auto created = Record(tag_record);
+  ASSERT_TRUE(created.has_value());
+
+  // A decides while B's runtime pull of the repository is in flight.
+  names::RenameJob a = Job("handover:1", "library/handover:1", image, a_started, &left);
+  a.wanted_elsewhere = [&](const std::string& name) {
+    return image::ParseReference(name)->Name() == RegistryName("library/handover")
+               ? names::WantedBy::kBeingPulled
+               : names::WantedBy::kNobody;
+  };
+  names::RenameOutcome by_a = Rename(a);
+  ASSERT_TRUE(by_a.ok) << by_a.error;
+  EXPECT_TRUE(Mentions(by_a.kept, tag_record + " (another pull of the repository is in flight"))
+      << ::testing::PrintToString(by_a.kept);
+  EXPECT_TRUE(Record(tag_record).has_value());
+  EXPECT_TRUE(Record(digest_record).has_value());
+  EXPECT_EQ(left.size(), 2u);
+
+  // The control: a pull that started after the records, with nothing handed over, keeps them as
+  // records that were there before it.
+  names::LeftRecords nothing_left;
+  names::RenameOutcome control =
+      Rename(Job("handover:1", "library/handover:1", image, b_started, &nothing_left));
+  ASSERT_TRUE(control.ok) << control.error;
+  EXPECT_TRUE(Mentions(control.kept, tag_record + " (it was there before this pull)"))
+      << ::testing::PrintToString(control.kept);
+  EXPECT_TRUE(Record(tag_record).has_value());
+
+  // B, the last of the two, takes over what A left and deletes it.
+  names::RenameOutcome by_b =
+      Rename(Job("handover:1", "library/handover:1", image, b_started, &left));
+  ASSERT_TRUE(by_b.ok) << by_b.error;
+  EXPECT_TRUE(by_b.kept.empty()) << ::testing::PrintToString(by_b.kept);
+  EXPECT_FALSE(Record(tag_record).has_value()) << "the registry's name stays for ever";
+  EXPECT_FALSE(Record(digest_record).has_value());
+  EXPECT_EQ(left.size(), 0u);
+  auto found = DirectStatus("handover:1");
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(Tags(*found), Names{"docker.io/library/handover:1"});
+  EXPECT_EQ(Digests(*found), Names{"docker.io/library/handover@" + image.manifest_digest});
+  ASSERT_TRUE(direct_->RemoveImage(image.image_id, kQuick).ok());
+}
+
+// A pull of the repository starts while the step reads a registry record it is about to delete
+// (after the first look found no other pull): the record must stay, or that pull's runtime pull
+// fails with NOT_FOUND when it reads the record back.
+TEST_F(RenameStepE2E, ARecordIsNotDeletedUnderAPullThatStartedWhileItWasRead) {
+  TestImage image = PushImage(*registry_, "library/midread:1", "midread");
+  const std::string tag_record = RegistryName("library/midread:1");
+  const std::string digest_record = RegistryName("library/midread") + "@" + image.manifest_digest;
+  names::LeftRecords left;
+  auto started = PullRegistryName("library/midread:1");
+  names::RenameJob job = Job("midread:1", "library/midread:1", image, started, &left);
+  bool other_pull_started = false;  // by the first look: from then on it is in flight
+  job.wanted_elsewhere = [&](const std::string&) {
+    if (!other_pull_started) {
+      other_pull_started = true;
+      return names::WantedBy::kNobody;
+    }
+    return names::WantedBy::kBeingPulled;
+  };
+  names::RenameOutcome outcome = Rename(job);
+  ASSERT_TRUE(outcome.ok) << outcome.error;
+  EXPECT_TRUE(Record(tag_record).has_value()) << "deleted under the pull that started meanwhile";
+  EXPECT_TRUE(Record(digest_record).has_value());
+  EXPECT_TRUE(Mentions(outcome.kept, tag_record + " (another pull of the repository is in flight"))
+      << ::testing::PrintToString(outcome.kept);
+  EXPECT_EQ(left.size(), 2u) << "handed over to the pull in flight";
+  ASSERT_TRUE(direct_->RemoveImage(image.image_id, kQuick).ok());
 }
 
 }  // namespace
