@@ -459,13 +459,25 @@ void ImageService::WithRecordsSupport(relay::EventLoop& loop, relay::UpstreamPoo
   ImageRecords(loop, pool)
       .Get("image-cri-shim.invalid/probe:none",
            [this, then = std::move(then)](const UnaryResult& result, const ImageRecord*) {
-             if (result.answered) {
-               RecordsSupport now = ServesImageRecords(result) ? RecordsSupport::kServed
-                                                               : RecordsSupport::kNotServed;
-               if (now != records_support_) {
-                 records_support_ = now;
-                 LogImageNames(result);
-               }
+             std::string answer =
+                 fmt::format("{}: {}", relay::GrpcCodeName(result.code), Shorten(result.message));
+             ImageApi api = ImageApiFrom(result);
+             if (records_support_ != RecordsSupport::kUnknown) {
+               // Settled meanwhile by another probe.
+             } else if (api != ImageApi::kUnknown) {
+               records_support_ =
+                   api == ImageApi::kServed ? RecordsSupport::kServed : RecordsSupport::kNotServed;
+               LogImageNames(result);
+             } else if (result.answered) {
+               // Only UNIMPLEMENTED says the service is not there: an error of the moment must
+               // not keep registry names for the rest of the shim's life.
+               spdlog::warn(
+                   "image names: cannot tell whether the runtime serves containerd's image API "
+                   "({}); this pull's image stays under the registry's name, the next pull asks "
+                   "again",
+                   answer);
+             } else {
+               spdlog::debug("image names: the runtime did not answer the probe ({})", answer);
              }
              then(records_support_ == RecordsSupport::kServed);
            });

@@ -1,7 +1,7 @@
 // The pure parts of the image-call handling: which calls are intercepted, how a runtime's
 // failure is read, the bounded memory of where images were stored, the names an image is held
-// under and which of them are pinned, and the registry-named records left for other pulls to
-// delete.
+// under and which of them are pinned, what an answer says about containerd's image API, and the
+// registry-named records left for other pulls to delete.
 #include <gtest/gtest.h>
 #include <spdlog/spdlog.h>
 
@@ -10,9 +10,11 @@
 
 #include "cri/image_locations.h"
 #include "cri/image_names.h"
+#include "cri/image_records.h"
 #include "cri/method.h"
 #include "cri/pull_failure.h"
 #include "cri/requested_name.h"
+#include "relay/unary_call.h"
 
 namespace shim::cri {
 namespace {
@@ -251,6 +253,31 @@ TEST(Pin, KeepsUndeclaredFieldsOfTheImage) {
   EXPECT_NE(again.find(std::string("\x2a\x02\x08\x07", 4)), std::string::npos);
   EXPECT_NE(again.find("nobody"), std::string::npos);
   EXPECT_NE(again.find(std::string("\x40\x01", 2)), std::string::npos);  // pinned(8): true
+}
+
+// Only UNIMPLEMENTED says the runtime does not serve containerd's image API; an error of the
+// moment (or no answer at all) says nothing, so that a later pull asks again instead of keeping
+// registry names for the rest of the shim's life.
+TEST(ImageApi, OnlyUnimplementedMeansNotServed) {
+  auto answer = [](relay::GrpcCode code, bool answered = true) {
+    relay::UnaryResult result;
+    result.answered = answered;
+    result.code = static_cast<int>(code);
+    return result;
+  };
+  EXPECT_EQ(ImageApiFrom(answer(relay::GrpcCode::kOk)), ImageApi::kServed);
+  EXPECT_EQ(ImageApiFrom(answer(relay::GrpcCode::kNotFound)), ImageApi::kServed);
+  EXPECT_EQ(ImageApiFrom(answer(relay::GrpcCode::kUnimplemented)), ImageApi::kNotServed);
+  for (relay::GrpcCode code :
+       {relay::GrpcCode::kUnavailable, relay::GrpcCode::kInternal, relay::GrpcCode::kUnknown,
+        relay::GrpcCode::kPermissionDenied, relay::GrpcCode::kUnauthenticated,
+        relay::GrpcCode::kDeadlineExceeded, relay::GrpcCode::kResourceExhausted,
+        relay::GrpcCode::kCancelled}) {
+    EXPECT_EQ(ImageApiFrom(answer(code)), ImageApi::kUnknown) << relay::GrpcCodeName(int(code));
+  }
+  // Not answered: the shim's own code (the runtime unreachable, a reset).
+  EXPECT_EQ(ImageApiFrom(answer(relay::GrpcCode::kUnavailable, false)), ImageApi::kUnknown);
+  EXPECT_EQ(ImageApiFrom(answer(relay::GrpcCode::kUnimplemented, false)), ImageApi::kUnknown);
 }
 
 // Records left for other pulls: taken by repository, left again with the earliest start, and
