@@ -5,6 +5,7 @@
 #include <chrono>
 #include <type_traits>
 
+#include "config/loader.h"
 #include "cri/image_names.h"
 #include "cri/image_records.h"
 #include "cri/method.h"
@@ -127,7 +128,10 @@ struct ImageService::Resolution {
 
 ImageService::ImageService(ConfigSource config, registry::RegistryHealth* health,
                            PullObserver* observer)
-    : config_(std::move(config)), health_(health), observer_(observer) {}
+    : config_(std::move(config)),
+      health_(health),
+      observer_(observer),
+      image_names_seen_(config_()->image_names) {}
 ImageService::~ImageService() = default;
 
 bool ImageService::Intercepts(std::string_view path) const {
@@ -467,7 +471,8 @@ void ImageService::WithRecordsSupport(relay::EventLoop& loop, relay::UpstreamPoo
              } else if (api != ImageApi::kUnknown) {
                records_support_ =
                    api == ImageApi::kServed ? RecordsSupport::kServed : RecordsSupport::kNotServed;
-               LogImageNames(result);
+               records_probe_ = answer;
+               LogImageNames(/*changed=*/false);
              } else if (result.answered) {
                // Only UNIMPLEMENTED says the service is not there: an error of the moment must
                // not keep registry names for the rest of the shim's life.
@@ -534,26 +539,46 @@ void ImageService::DetectRuntime(relay::EventLoop& loop, relay::UpstreamPool& po
   WithRecordsSupport(loop, pool, [](bool) {});
 }
 
-void ImageService::LogImageNames(const UnaryResult& probe) {
+void ImageService::OnConfigChanged(relay::EventLoop& loop, relay::UpstreamPool& pool) {
+  config::ImageNames now = config_()->image_names;
+  if (now == image_names_seen_) return;
+  image_names_seen_ = now;
+  if (records_support_ == RecordsSupport::kUnknown) {
+    // Said once the runtime's answer is known (with the value then in force).
+    return WithRecordsSupport(loop, pool, [](bool) {});
+  }
+  LogImageNames(/*changed=*/true);
+}
+
+void ImageService::LogImageNames(bool changed) {
   config::ConfigPtr config = config_();
+  image_names_seen_ = config->image_names;
   bool requested = config->image_names == config::ImageNames::kRequested;
+  // After a reload the new value applies to pulls from then on; images already pulled keep the
+  // names they have.
+  std::string when = changed ? "; changed by a reload: from the next pull on, images pulled "
+                               "before keep their names"
+                             : "";
   if (records_support_ == RecordsSupport::kServed) {
     if (requested) {
       spdlog::info(
           "image names: pulled images are held under the names kubelet asks for "
-          "(imageNames: requested; the runtime serves containerd's image API)");
+          "(imageNames: requested; the runtime serves containerd's image API){}",
+          when);
     } else {
       spdlog::info(
           "image names: pulled images stay under the registries' names and kubelet's names "
-          "are translated (imageNames: registry)");
+          "are translated (imageNames: registry){}",
+          when);
     }
     return;
   }
   auto level = requested ? spdlog::level::warn : spdlog::level::info;
   spdlog::log(level,
-              "image names: the runtime does not serve containerd's image API ({}: {}); pulled "
-              "images stay under the registries' names and kubelet's names are translated",
-              relay::GrpcCodeName(probe.code), Shorten(probe.message));
+              "image names: the runtime does not serve containerd's image API ({}); pulled "
+              "images stay under the registries' names and kubelet's names are translated "
+              "(imageNames: {}){}",
+              records_probe_, config::ImageNamesName(config->image_names), when);
 }
 
 void ImageService::FinishPull(const std::shared_ptr<PullAttempt>& attempt,

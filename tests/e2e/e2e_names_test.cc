@@ -94,10 +94,20 @@ class NamesE2E : public ::testing::Test {
   ShimProcess& StartShim(const ShimSpec& spec = {}, Containerd* runtime = nullptr) {
     dirs_.push_back(std::make_unique<TempDir>("shim-names"));
     const TempDir& dir = *dirs_.back();
-    std::string socket = dir.File("shim.sock");
-    std::string config = dir.File("shim.yaml");
-    std::string yaml = "shim: " + socket + "\n";
-    yaml += "cri: " + (runtime != nullptr ? runtime : containerd_)->Socket() + "\n";
+    runtime_ = runtime != nullptr ? runtime : containerd_;
+    config_path_ = dir.File("shim.yaml");
+    WriteFile(config_path_, ShimYaml(spec), 0600);
+    shims_.push_back(std::make_unique<ShimProcess>(ShimOptions{
+        .config_path = config_path_, .socket_path = dir.File("shim.sock"), .debug = true}));
+    shims_.back()->Start();
+    return *shims_.back();
+  }
+
+  // The configuration file of the shim started last, for `spec`.
+  std::string ShimYaml(const ShimSpec& spec) const {
+    const TempDir& dir = *dirs_.back();
+    std::string yaml = "shim: " + dir.File("shim.sock") + "\n";
+    yaml += "cri: " + runtime_->Socket() + "\n";
     yaml += "stateDir: " + dir.File("state") + "\n";
     yaml += "address: " + registry_->Address() + "\n";
     yaml += std::string("auth: \"") + kUser + ":" + kPassword + "\"\n";
@@ -107,11 +117,26 @@ class NamesE2E : public ::testing::Test {
       for (const auto& p : spec.pin) yaml += "- " + p + "\n";
     }
     yaml += "configMap:\n  enabled: false\nmetricsAddress: \"\"\n";
-    WriteFile(config, yaml, 0600);
-    shims_.push_back(std::make_unique<ShimProcess>(
-        ShimOptions{.config_path = config, .socket_path = socket, .debug = true}));
-    shims_.back()->Start();
-    return *shims_.back();
+    return yaml;
+  }
+
+  // Rewrites the configuration file of the shim started last in place, as an operator's edit
+  // does (the shim reloads it on the file event).
+  void RewriteConfig(const ShimSpec& spec) { WriteFile(config_path_, ShimYaml(spec), 0600); }
+
+  // Waits until the shim's log holds `text` `times` times.
+  static bool LogHas(ShimProcess& shim, const std::string& text, int times = 1,
+                     std::chrono::milliseconds timeout = seconds(10)) {
+    return WaitUntil(
+        [&] {
+          std::string log = shim.Log();
+          int found = 0;
+          for (size_t at = log.find(text); at != std::string::npos; at = log.find(text, at + 1)) {
+            ++found;
+          }
+          return found >= times;
+        },
+        timeout);
   }
 
   // containerd's own CRI view of `name` (or id): the image, or nullopt when absent.
@@ -156,6 +181,8 @@ class NamesE2E : public ::testing::Test {
   std::unique_ptr<CriClient> direct_;
   std::vector<std::unique_ptr<TempDir>> dirs_;
   std::vector<std::unique_ptr<ShimProcess>> shims_;  // destroyed before dirs_
+  std::string config_path_;                          // of the shim started last
+  Containerd* runtime_ = nullptr;                    // in front of which it runs
 };
 
 Registry* NamesE2E::registry_ = nullptr;
@@ -501,6 +528,41 @@ TEST_F(NamesE2E, ARuntimeWithoutTheImageApiKeepsRegistryNamesAndServes) {
                             "(UNIMPLEMENTED"),
             std::string::npos)
       << TailLines(shim.Log());
+}
+
+// A reload that switches `imageNames` says which behaviour applies from then on, and pulls
+// follow it.
+TEST_F(NamesE2E, AReloadThatSwitchesImageNamesSaysSoAndPullsFollowIt) {
+  TestImage image = PushImage(*registry_, "library/switch:1", "switch");
+  ShimProcess& shim = StartShim();
+  CriClient via_shim(shim.Socket());
+  const std::string requested_line =
+      "image names: pulled images are held under the names kubelet asks for";
+  const std::string registry_line = "image names: pulled images stay under the registries' names";
+  const std::string changed = "changed by a reload";
+  ASSERT_TRUE(LogHas(shim, requested_line)) << TailLines(shim.Log());
+  EXPECT_FALSE(LogHas(shim, changed, 1, seconds(0)));
+
+  RewriteConfig({.image_names = "registry"});
+  ASSERT_TRUE(LogHas(shim, registry_line)) << TailLines(shim.Log());
+  EXPECT_NE(shim.Log().find("(imageNames: registry); " + changed), std::string::npos)
+      << TailLines(shim.Log());
+  ASSERT_TRUE(via_shim.PullImage("switch:1", nullptr, nullptr, kPull).ok());
+  EXPECT_TRUE(DirectStatus(RegistryName("library/switch:1")).has_value());
+  EXPECT_FALSE(DirectStatus("switch:1").has_value());
+
+  RewriteConfig({});
+  ASSERT_TRUE(LogHas(shim, requested_line, 2)) << TailLines(shim.Log());
+  ASSERT_TRUE(via_shim.PullImage("switch:1", nullptr, nullptr, kPull).ok());
+  auto found = DirectStatus("switch:1");
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->id(), image.image_id);
+  // A reload that leaves imageNames as it is says nothing about it.
+  RewriteConfig({.pin = {"docker.io/library/switch"}});
+  ASSERT_TRUE(LogHas(shim, "config reloaded", 3)) << TailLines(shim.Log());
+  EXPECT_TRUE(LogHas(shim, requested_line, 2, seconds(0)));
+  EXPECT_FALSE(LogHas(shim, requested_line, 3, std::chrono::milliseconds(300)));
+  ASSERT_TRUE(direct_->RemoveImage(image.image_id, kQuick).ok());
 }
 
 // --- The renaming step itself, in this process, against the suite's containerd ---
