@@ -118,7 +118,7 @@ struct ImageService::Resolution {
   RuntimeCaller runtime;
   std::string key;           // the normalised name asked for, to remember where it was found
   std::string given;         // the name as the caller sent it
-  bool given_early = false;  // asked right after the remembered name (imageNames: requested)
+  bool given_early = false;  // asked first, before any remembered name (imageNames: requested)
   std::string status_path;
   std::vector<std::string> names;
   size_t next = 0;
@@ -634,12 +634,14 @@ std::vector<std::string> ImageService::LookupNames(const std::string& image,
   auto add = [&](const std::string& name) {
     if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
   };
-  // Where it was last found under another name comes first. Then, held under kubelet's name,
-  // the image is found at the next call, as the runtime alone would find it; the registries'
-  // names serve images pulled under them (imageNames: registry, a runtime without containerd's
-  // image API, or a pull from before).
-  if (auto stored = locations_.Find(reference->String())) add(*stored);
+  // imageNames: requested holds images under kubelet's name, so that comes first, as the
+  // runtime alone would answer: a name remembered from before must not shadow it, and the usual
+  // lookup costs one call whatever is remembered. Then where the image was last found under a
+  // registry's name (first with imageNames: registry), then the registries' names: they serve
+  // images pulled under them (imageNames: registry, a runtime without containerd's image API, a
+  // failed rename, or a pull from before).
   if (config.image_names == config::ImageNames::kRequested) add(image);
+  if (auto stored = locations_.Find(reference->String())) add(*stored);
   for (const auto& candidate : image::Rewrite(*reference, config, image::PullScope::Lookup())) {
     add(candidate.image);
   }

@@ -2,9 +2,9 @@
 //   PullImage       the image goes to the configured registries in order, each with its own
 //                   credentials, until one serves it; bounded by `timeout`.
 //   ImageStatus,    the name kubelet uses resolves to the name the image was stored under
-//   RemoveImage,    (the remembered one, then each candidate, then the name as given), so
-//   ListImages,     kubelet sees the image it asked for and does not pull it again.
-//   CreateContainer
+//   RemoveImage,    (imageNames: requested, the name as given first; then the remembered one,
+//   ListImages,     then each candidate, then the name as given), so kubelet sees the image it
+//   CreateContainer asked for and does not pull it again.
 // Everything else about these calls is the runtime's own answer, passed back as it came.
 //
 // Loop thread only, except the ConfigSource, which must be thread-safe.

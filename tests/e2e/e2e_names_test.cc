@@ -565,6 +565,62 @@ TEST_F(NamesE2E, AReloadThatSwitchesImageNamesSaysSoAndPullsFollowIt) {
   ASSERT_TRUE(direct_->RemoveImage(image.image_id, kQuick).ok());
 }
 
+// With `imageNames: requested` the name kubelet uses comes before any name the shim remembers
+// from a pull under a registry's name, for every call, as containerd alone would answer: status,
+// a filtered list and a removal all name the same image. Here kubelet's name was made to hold
+// another image after the shim remembered the registry's name (as a direct pull of that name
+// would).
+TEST_F(NamesE2E, KubeletsNameComesBeforeARememberedRegistryName) {
+  TestImage remembered = PushImage(*registry_, "library/memo:1", "memo-old");
+  TestImage other = PushImage(*registry_, "library/memo-other:1", "memo-new");
+  ASSERT_NE(remembered.image_id, other.image_id);
+  ShimProcess& shim = StartShim({.image_names = "registry"});
+  CriClient via_shim(shim.Socket());
+  ASSERT_TRUE(via_shim.PullImage("memo:1", nullptr, nullptr, kPull).ok());  // remembered
+  RewriteConfig({});
+  ASSERT_TRUE(LogHas(shim,
+                     "(imageNames: requested; the runtime serves containerd's image API); "
+                     "changed by a reload"))
+      << TailLines(shim.Log());
+
+  // docker.io/library/memo:1 now names the other image in containerd.
+  cri::AuthConfig auth = MakeAuth(kUser, kPassword);
+  ASSERT_TRUE(direct_->PullImage(RegistryName("library/memo-other:1"), &auth, nullptr, kPull).ok());
+  auto source = Record(RegistryName("library/memo-other:1"));
+  ASSERT_TRUE(source.has_value());
+  records::CreateImageRequest create;
+  *create.mutable_image() = *source;
+  create.mutable_image()->set_name("docker.io/library/memo:1");
+  create.mutable_image()->clear_created_at();
+  create.mutable_image()->clear_updated_at();
+  records::CreateImageResponse created;
+  grpc::Status status =
+      direct_->Call("/containerd.services.images.v1.Images/Create", create, &created,
+                    {.metadata = {{"containerd-namespace", "k8s.io"}}, .timeout = seconds(20)});
+  ASSERT_TRUE(status.ok()) << Describe(status);
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        auto held = DirectStatus("memo:1");
+        return held.has_value() && held->id() == other.image_id;
+      },
+      seconds(5)));
+
+  auto by_status = DirectStatus("memo:1", &via_shim);
+  ASSERT_TRUE(by_status.has_value());
+  EXPECT_EQ(by_status->id(), other.image_id);
+  cri::ListImagesResponse filtered;
+  ASSERT_TRUE(via_shim.ListImages("memo:1", &filtered, kQuick).ok());
+  ASSERT_EQ(filtered.images_size(), 1);
+  EXPECT_EQ(filtered.images(0).id(), other.image_id)
+      << "the filtered list named another image than the status";
+  ASSERT_TRUE(via_shim.RemoveImage("memo:1", kQuick).ok());
+  EXPECT_TRUE(Listed(other.image_id).empty()) << "the removal by name took another image";
+  auto kept = DirectStatus(RegistryName("library/memo:1"));
+  ASSERT_TRUE(kept.has_value()) << "the removal by name took the remembered image";
+  EXPECT_EQ(kept->id(), remembered.image_id);
+  ASSERT_TRUE(direct_->RemoveImage(remembered.image_id, kQuick).ok());
+}
+
 // --- The renaming step itself, in this process, against the suite's containerd ---
 //
 // Concurrent pulls that do not coalesce overlap in ways no client can aim at: pull B must start
