@@ -3,7 +3,9 @@
 // TLS registry with credentials. With `imageNames: requested` (the default) an image pulled
 // through the registry must answer exactly as containerd answers for an image pulled directly
 // under kubelet's name; `imageNames: registry` keeps the registry's names; a runtime without
-// containerd's image API keeps them too and still serves; `pin` marks images `pinned`.
+// containerd's image API keeps them too and still serves; `pin` marks images `pinned`; images
+// held under registry names from before, restarts and reloads (the file, and a ConfigMap of the
+// Kubernetes API test server) keep every name working.
 //
 // What the tests look at is containerd's own view on its own socket: CRI ImageStatus and
 // ListImages, and its image records (containerd.services.images.v1.Images, namespace k8s.io).
@@ -11,6 +13,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -22,6 +25,7 @@
 #include "cri/requested_name.h"
 #include "cri_client.h"
 #include "image/reference.h"
+#include "kube_api_server.h"
 #include "registry.h"
 #include "relay/event_loop.h"
 #include "relay/upstream.h"
@@ -39,6 +43,7 @@ namespace names = ::shim::cri;  // the shim's own image-call code (`cri` here is
 
 constexpr char kUser[] = "names-user";
 constexpr char kPassword[] = "names-pw-5t7u";
+constexpr char kToken[] = "names-kube-token-4f8a2c";  // the Kubernetes API test server's
 
 const CallOptions kQuick{.timeout = seconds(20)};
 const CallOptions kPull{.timeout = seconds(120)};
@@ -54,6 +59,9 @@ using Names = std::vector<std::string>;
 struct ShimSpec {
   std::string image_names = "";  // "" = the default
   std::vector<std::string> pin = {};
+  // "" = configMap.enabled: false; else the kubeconfig through which the shim finds the
+  // Kubernetes API (and kube-system/image-cri-shim in it)
+  std::string kubeconfig = "";
 };
 
 class NamesE2E : public ::testing::Test {
@@ -97,8 +105,15 @@ class NamesE2E : public ::testing::Test {
     runtime_ = runtime != nullptr ? runtime : containerd_;
     config_path_ = dir.File("shim.yaml");
     WriteFile(config_path_, ShimYaml(spec), 0600);
-    shims_.push_back(std::make_unique<ShimProcess>(ShimOptions{
-        .config_path = config_path_, .socket_path = dir.File("shim.sock"), .debug = true}));
+    std::map<std::string, std::string> env;
+    if (!spec.kubeconfig.empty()) {
+      env = {
+          {"KUBECONFIG", spec.kubeconfig}, {"HOME", dir.path()}, {"SHIM_KUBE_TIME_SCALE", "0.05"}};
+    }
+    shims_.push_back(std::make_unique<ShimProcess>(ShimOptions{.config_path = config_path_,
+                                                               .socket_path = dir.File("shim.sock"),
+                                                               .debug = true,
+                                                               .env = env}));
     shims_.back()->Start();
     return *shims_.back();
   }
@@ -116,7 +131,8 @@ class NamesE2E : public ::testing::Test {
       yaml += "pin:\n";
       for (const auto& p : spec.pin) yaml += "- " + p + "\n";
     }
-    yaml += "configMap:\n  enabled: false\nmetricsAddress: \"\"\n";
+    if (spec.kubeconfig.empty()) yaml += "configMap:\n  enabled: false\n";
+    yaml += "metricsAddress: \"\"\n";
     return yaml;
   }
 
@@ -337,6 +353,9 @@ TEST_F(NamesE2E, ThreeImagesAreListedFilteredAndRemovedByTheirOwnNames) {
     ASSERT_TRUE(via_shim.ListImages(repos[i] + ":1", &filtered, kQuick).ok());
     ASSERT_EQ(filtered.images_size(), 1) << repos[i];
     EXPECT_EQ(filtered.images(0).id(), images[i].image_id);
+    EXPECT_EQ(Tags(filtered.images(0)), Names{"docker.io/library/" + repos[i] + ":1"});
+    EXPECT_EQ(Digests(filtered.images(0)),
+              Names{"docker.io/library/" + repos[i] + "@" + images[i].manifest_digest});
   }
   ASSERT_TRUE(via_shim.RemoveImage("one:1", kQuick).ok());
   ASSERT_TRUE(via_shim.RemoveImage(images[1].image_id, kQuick).ok());
@@ -530,6 +549,68 @@ TEST_F(NamesE2E, ARuntimeWithoutTheImageApiKeepsRegistryNamesAndServes) {
       << TailLines(shim.Log());
 }
 
+// A restart of the shim alone (containerd and its records stay): kubelet's names still list,
+// filter and remove, with nothing the shim remembered from before the restart.
+TEST_F(NamesE2E, AfterARestartOfTheShimAloneKubeletsNamesListAndRemove) {
+  TestImage image = PushImage(*registry_, "library/again:1", "again");
+  const std::string held = "docker.io/library/again:1";
+  {
+    ShimProcess& shim = StartShim();
+    CriClient via_shim(shim.Socket());
+    ASSERT_TRUE(via_shim.PullImage("again:1", nullptr, nullptr, kPull).ok())
+        << TailLines(shim.Log());
+  }
+  TearDown();  // the shim stops; containerd runs on
+  ShimProcess& shim = StartShim();
+  CriClient via_shim(shim.Socket());
+  auto listed = Listed(image.image_id, &via_shim);
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(Tags(listed[0]), Names{held});
+  cri::ListImagesResponse filtered;
+  ASSERT_TRUE(via_shim.ListImages("again:1", &filtered, kQuick).ok());
+  ASSERT_EQ(filtered.images_size(), 1);
+  EXPECT_EQ(filtered.images(0).id(), image.image_id);
+  EXPECT_EQ(Tags(filtered.images(0)), Names{held});
+  ASSERT_TRUE(via_shim.RemoveImage("again:1", kQuick).ok()) << TailLines(shim.Log());
+  EXPECT_TRUE(Listed(image.image_id).empty()) << "still held after the removal by name";
+  EXPECT_FALSE(Record(held).has_value());
+  EXPECT_FALSE(Record("docker.io/library/again@" + image.manifest_digest).has_value());
+  EXPECT_FALSE(Record(image.image_id).has_value());
+}
+
+// An image pulled with `imageNames: registry` (held under the registry's name only), then the
+// shim restarted with `requested`: kubelet's name still finds it for status, a filtered list
+// and a removal, which leaves nothing in containerd.
+TEST_F(NamesE2E, AnImageHeldUnderTheRegistrysNameFromBeforeStillServes) {
+  TestImage image = PushImage(*registry_, "library/before:1", "before");
+  const std::string stored = RegistryName("library/before:1");
+  {
+    ShimProcess& shim = StartShim({.image_names = "registry"});
+    CriClient via_shim(shim.Socket());
+    ASSERT_TRUE(via_shim.PullImage("before:1", nullptr, nullptr, kPull).ok())
+        << TailLines(shim.Log());
+  }
+  TearDown();
+  ASSERT_FALSE(DirectStatus("before:1").has_value()) << "containerd itself knows kubelet's name";
+  ShimProcess& shim = StartShim();  // requested, the default
+  CriClient via_shim(shim.Socket());
+  auto status = DirectStatus("before:1", &via_shim);
+  ASSERT_TRUE(status.has_value()) << TailLines(shim.Log());
+  EXPECT_EQ(status->id(), image.image_id);
+  EXPECT_EQ(Tags(*status), Names{stored});
+  cri::ListImagesResponse filtered;
+  ASSERT_TRUE(via_shim.ListImages("before:1", &filtered, kQuick).ok());
+  ASSERT_EQ(filtered.images_size(), 1) << TailLines(shim.Log());
+  EXPECT_EQ(filtered.images(0).id(), image.image_id);
+  EXPECT_EQ(Tags(filtered.images(0)), Names{stored});
+  ASSERT_TRUE(via_shim.RemoveImage("before:1", kQuick).ok());
+  EXPECT_TRUE(Listed(image.image_id).empty()) << "still held after the removal by name";
+  EXPECT_FALSE(Record(stored).has_value());
+  cri::ListImagesResponse after;
+  ASSERT_TRUE(via_shim.ListImages("before:1", &after, kQuick).ok());
+  EXPECT_EQ(after.images_size(), 0);
+}
+
 // A reload that switches `imageNames` says which behaviour applies from then on, and pulls
 // follow it.
 TEST_F(NamesE2E, AReloadThatSwitchesImageNamesSaysSoAndPullsFollowIt) {
@@ -562,6 +643,50 @@ TEST_F(NamesE2E, AReloadThatSwitchesImageNamesSaysSoAndPullsFollowIt) {
   ASSERT_TRUE(LogHas(shim, "config reloaded", 3)) << TailLines(shim.Log());
   EXPECT_TRUE(LogHas(shim, requested_line, 2, seconds(0)));
   EXPECT_FALSE(LogHas(shim, requested_line, 3, std::chrono::milliseconds(300)));
+  ASSERT_TRUE(direct_->RemoveImage(image.image_id, kQuick).ok());
+}
+
+// `pin` and `imageNames` from the ConfigMap (kube-system/image-cri-shim on the Kubernetes API
+// test server), end to end: the pinned image answers pinned in status and lists through the
+// shim; a change of the ConfigMap unpins it and switches imageNames, which the log says.
+TEST_F(NamesE2E, PinAndImageNamesFromTheConfigMap) {
+  TestImage image = PushImage(*registry_, "platform/cmpin:1", "cmpin");
+  TempDir pki_dir("names-pki");
+  TestPki pki = MakeTestPki(pki_dir.path());
+  KubeApiServer api({.cert_path = pki.server_cert, .key_path = pki.server_key, .token = kToken});
+  api.SetData({{"registries.yaml", "pin: [docker.io/platform]\n"}});
+  api.Start();
+  std::string kubeconfig = pki_dir.File("kubeconfig");
+  WriteFile(kubeconfig, MakeKubeconfig(api.Url(), pki.ca_pem, kToken), 0600);
+  ShimProcess& shim = StartShim({.kubeconfig = kubeconfig});
+  CriClient via_shim(shim.Socket());
+  ASSERT_TRUE(via_shim.PullImage("platform/cmpin:1", nullptr, nullptr, kPull).ok())
+      << TailLines(shim.Log());
+  auto pinned = [&](bool expected) {
+    auto status = DirectStatus("platform/cmpin:1", &via_shim);
+    return status.has_value() && status->pinned() == expected;
+  };
+  ASSERT_TRUE(WaitUntil([&] { return pinned(true); }, seconds(10))) << TailLines(shim.Log());
+  EXPECT_TRUE(LogHas(shim, "source=configmap", 1, seconds(0)));
+  auto by_id = DirectStatus(image.image_id, &via_shim);
+  ASSERT_TRUE(by_id.has_value());
+  EXPECT_TRUE(by_id->pinned());
+  auto listed = Listed(image.image_id, &via_shim);
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_TRUE(listed[0].pinned());
+  cri::ListImagesResponse filtered;
+  ASSERT_TRUE(via_shim.ListImages("platform/cmpin:1", &filtered, kQuick).ok());
+  ASSERT_EQ(filtered.images_size(), 1);
+  EXPECT_TRUE(filtered.images(0).pinned());
+  EXPECT_EQ(Tags(filtered.images(0)), Names{"docker.io/platform/cmpin:1"});
+  auto direct = DirectStatus("platform/cmpin:1");
+  ASSERT_TRUE(direct.has_value());
+  EXPECT_FALSE(direct->pinned()) << "containerd itself pinned it";
+
+  api.SetData({{"registries.yaml", "pin: []\nimageNames: registry\n"}});
+  EXPECT_TRUE(WaitUntil([&] { return pinned(false); }, seconds(10))) << TailLines(shim.Log());
+  EXPECT_TRUE(LogHas(shim, "(imageNames: registry); changed by a reload")) << TailLines(shim.Log());
+  TearDown();  // the shim stops before the API server it watches
   ASSERT_TRUE(direct_->RemoveImage(image.image_id, kQuick).ok());
 }
 
