@@ -93,6 +93,7 @@ class NamesE2E : public ::testing::Test {
       ExitStatus exit = shim->Stop();
       EXPECT_TRUE(exit.Success()) << exit.ToString();
       EXPECT_EQ(shim->Log().find(kPassword), std::string::npos) << "the shim logged a password";
+      EXPECT_EQ(shim->Log().find(kToken), std::string::npos) << "the shim logged the API token";
     }
     shims_.clear();
   }
