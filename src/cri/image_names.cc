@@ -12,12 +12,17 @@ std::vector<std::string> RecordNames::All() const {
 RecordNames RecordNamesFor(const image::Reference& reference, std::string_view target_digest) {
   RecordNames names;
   if (!reference.digest.empty()) {
-    names.digest = reference.String();  // with its tag, if it has one: containerd keeps both
+    names.digest = RecordNameOf(reference);  // a tag beside the digest is dropped
     return names;
   }
   names.tag = reference.String();
   names.digest = reference.Name() + "@" + std::string(target_digest);
   return names;
+}
+
+std::string RecordNameOf(const image::Reference& reference) {
+  if (!reference.digest.empty()) return reference.Name() + "@" + reference.digest;
+  return reference.String();
 }
 
 bool IsPinned(std::string_view name, const std::vector<std::string>& pin) {

@@ -15,8 +15,10 @@ namespace shim::cri {
 // index) has `target_digest`, besides the image id record, as its getRepoDigestAndTag does:
 //   by tag               docker.io/library/nginx:latest  and  docker.io/library/nginx@<target>
 //   by digest            docker.io/library/nginx@sha256:...                    (no tag record)
-//   by tag and digest    docker.io/library/nginx:1.25@sha256:...                (that one only)
-// So RepoTags and RepoDigests read the same as after a direct pull of that name.
+//   by tag and digest    docker.io/library/nginx@sha256:...                    (the same)
+// The CRI plugin parses every name with reference.ParseDockerRef, which drops the tag of a name
+// that has a digest: a record "nginx:1.25@sha256:..." would be one it never resolves. So
+// RepoTags and RepoDigests read the same as after a direct pull of that name.
 struct RecordNames {
   std::string tag;     // "" when the pull named a digest
   std::string digest;  // always set
@@ -24,6 +26,11 @@ struct RecordNames {
   std::vector<std::string> All() const;
 };
 RecordNames RecordNamesFor(const image::Reference& reference, std::string_view target_digest);
+
+// The one record a pull of `reference` is held under that names `reference` itself, as
+// containerd's CRI plugin resolves it: the tag record, or with a digest (tag or not) the digest
+// record "domain/path@digest".
+std::string RecordNameOf(const image::Reference& reference);
 
 // True when `name` (an image name as the runtime reports it, with tag and/or digest) lies under
 // one of `pin` (normalised prefixes, see image::NormalisePrefix): whole path components only.

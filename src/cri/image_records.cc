@@ -71,8 +71,10 @@ void ImageRecords::Delete(const std::string& name, Done done) {
   });
 }
 
-bool ServesImageRecords(const UnaryResult& answer) {
-  return answer.ok() || Is(answer, GrpcCode::kNotFound);
+ImageApi ImageApiFrom(const UnaryResult& answer) {
+  if (answer.ok() || Is(answer, GrpcCode::kNotFound)) return ImageApi::kServed;
+  if (Is(answer, GrpcCode::kUnimplemented)) return ImageApi::kNotServed;
+  return ImageApi::kUnknown;
 }
 
 }  // namespace shim::cri

@@ -48,9 +48,11 @@ class ImageRecords {
   relay::UpstreamPool& pool_;
 };
 
-// True when an answer from the image service shows that the runtime serves it: an image record
-// or "not found". Any other answered status (UNIMPLEMENTED from CRI-O or cri-dockerd) says it
-// does not.
-bool ServesImageRecords(const relay::UnaryResult& answer);
+// What an answer from the image service says about whether the runtime serves it: an image
+// record or "not found" says it does; UNIMPLEMENTED (CRI-O, cri-dockerd, containerd with the
+// service disabled) says it does not. Anything else (no answer, UNAVAILABLE, INTERNAL, a
+// permission error, ...) says nothing either way: ask again later.
+enum class ImageApi { kServed, kNotServed, kUnknown };
+ImageApi ImageApiFrom(const relay::UnaryResult& answer);
 
 }  // namespace shim::cri

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <type_traits>
 
+#include "config/loader.h"
 #include "cri/image_names.h"
 #include "cri/image_records.h"
 #include "cri/method.h"
@@ -130,7 +131,7 @@ struct ImageService::Resolution {
   RuntimeCaller runtime;
   std::string key;           // the normalised name asked for, to remember where it was found
   std::string given;         // the name as the caller sent it
-  bool given_early = false;  // asked right after the remembered name (imageNames: requested)
+  bool given_early = false;  // asked first, before any remembered name (imageNames: requested)
   std::string status_path;
   std::vector<std::string> names;
   size_t next = 0;
@@ -140,7 +141,10 @@ struct ImageService::Resolution {
 
 ImageService::ImageService(ConfigSource config, registry::RegistryHealth* health,
                            PullObserver* observer)
-    : config_(std::move(config)), health_(health), observer_(observer) {}
+    : config_(std::move(config)),
+      health_(health),
+      observer_(observer),
+      image_names_seen_(config_()->image_names) {}
 ImageService::~ImageService() = default;
 
 bool ImageService::Intercepts(std::string_view path) const {
@@ -381,11 +385,13 @@ void ImageService::Pulled(const std::shared_ptr<PullAttempt>& attempt,
     // A tenant's registry served it with the tenant's credentials: it stays under that
     // registry's name and is not remembered under kubelet's, so no other namespace's pod finds
     // it by name; the next pod that wants it pulls, and its namespace decides.
+    KeepRegistryNames(candidate.image);
     spdlog::info("{}; held under the registry's name only (a registry with `namespaces`)", line);
     return FinishPull(attempt, &answer, GrpcCode::kOk, "");
   }
   std::optional<RenameJob> job = RenameFor(*attempt, candidate, answer, wall_started);
   if (!job) {
+    KeepRegistryNames(candidate.image);
     locations_.Remember(attempt->reference, candidate.image);
     spdlog::info("{}", line);
     return FinishPull(attempt, &answer, GrpcCode::kOk, "");
@@ -397,6 +403,7 @@ void ImageService::Pulled(const std::shared_ptr<PullAttempt>& attempt,
       [this, attempt, job = std::move(*job), line, answer = std::move(answer),
        pulled_as = candidate.image](bool served) mutable {
         if (!served) {
+          KeepRegistryNames(pulled_as);
           locations_.Remember(attempt->reference, pulled_as);
           spdlog::info("{}", line);
           return FinishPull(attempt, &answer, GrpcCode::kOk, "");
@@ -412,6 +419,7 @@ void ImageService::Pulled(const std::shared_ptr<PullAttempt>& attempt,
                                  : fmt::format("; kept {}", fmt::join(outcome.kept, ", ")));
               } else {
                 // The image is there under the registry's name: translation finds it.
+                KeepRegistryNames(pulled_as);
                 locations_.Remember(attempt->reference, pulled_as);
                 spdlog::info("{}", line);
                 spdlog::warn("pull {}: the image stays under {}: {}", attempt->requested, pulled_as,
@@ -428,6 +436,12 @@ bool ImageService::ServedForNamespacesOnly(const PullAttempt& attempt,
          !attempt.config->registries.at(candidate.registry_index).namespaces.empty();
 }
 
+void ImageService::KeepRegistryNames(const std::string& pulled_as) {
+  if (auto pulled = image::ParseReference(pulled_as); pulled.ok()) {
+    left_records_.Take(pulled->Name());
+  }
+}
+
 std::optional<RenameJob> ImageService::RenameFor(const PullAttempt& attempt,
                                                  const image::Candidate& candidate,
                                                  const UnaryResult& answer,
@@ -437,7 +451,7 @@ std::optional<RenameJob> ImageService::RenameFor(const PullAttempt& attempt,
   }
   auto requested = image::ParseReference(attempt.reference);
   auto pulled = image::ParseReference(candidate.image);
-  if (!requested.ok() || !pulled.ok() || pulled->String() == requested->String()) {
+  if (!requested.ok() || !pulled.ok() || RecordNameOf(*pulled) == RecordNameOf(*requested)) {
     return std::nullopt;  // pulled under its own name already
   }
   pb::PullImageResponse response;
@@ -457,19 +471,24 @@ std::optional<RenameJob> ImageService::RenameFor(const PullAttempt& attempt,
   job.status_path = attempt.status_path;
   job.wanted_elsewhere = [this, self = &attempt](const std::string& name) {
     auto record = image::ParseReference(name);
+    WantedBy wanted = WantedBy::kNobody;
     for (const auto& [key, other] : pulls_) {
       if (other.get() == self) continue;
-      if (other->reference == name) return true;
+      if (auto asked = image::ParseReference(other->reference);
+          asked.ok() && RecordNameOf(*asked) == name) {
+        return WantedBy::kAskedFor;
+      }
       // A pull the runtime is still making of the same repository creates records under these
       // names and reads them back before it answers: one deleted in between fails that pull
       // with NOT_FOUND (seen with concurrent pulls of one image under other credentials). The
-      // last pull to finish removes them.
+      // deletion is handed over to the pulls that finish later (LeftRecords).
       if (other->current == nullptr || other->next == 0 || !record.ok()) continue;
       auto pulling = image::ParseReference(other->candidates[other->next - 1].image);
-      if (pulling.ok() && pulling->Name() == record->Name()) return true;
+      if (pulling.ok() && pulling->Name() == record->Name()) wanted = WantedBy::kBeingPulled;
     }
-    return false;
+    return wanted;
   };
+  job.left = &left_records_;
   return job;
 }
 
@@ -482,13 +501,26 @@ void ImageService::WithRecordsSupport(relay::EventLoop& loop, relay::UpstreamPoo
   ImageRecords(loop, pool)
       .Get("image-cri-shim.invalid/probe:none",
            [this, then = std::move(then)](const UnaryResult& result, const ImageRecord*) {
-             if (result.answered) {
-               RecordsSupport now = ServesImageRecords(result) ? RecordsSupport::kServed
-                                                               : RecordsSupport::kNotServed;
-               if (now != records_support_) {
-                 records_support_ = now;
-                 LogImageNames(result);
-               }
+             std::string answer =
+                 fmt::format("{}: {}", relay::GrpcCodeName(result.code), Shorten(result.message));
+             ImageApi api = ImageApiFrom(result);
+             if (records_support_ != RecordsSupport::kUnknown) {
+               // Settled meanwhile by another probe.
+             } else if (api != ImageApi::kUnknown) {
+               records_support_ =
+                   api == ImageApi::kServed ? RecordsSupport::kServed : RecordsSupport::kNotServed;
+               records_probe_ = answer;
+               LogImageNames(/*changed=*/false);
+             } else if (result.answered) {
+               // Only UNIMPLEMENTED says the service is not there: an error of the moment must
+               // not keep registry names for the rest of the shim's life.
+               spdlog::warn(
+                   "image names: cannot tell whether the runtime serves containerd's image API "
+                   "({}); this pull's image stays under the registry's name, the next pull asks "
+                   "again",
+                   answer);
+             } else {
+               spdlog::debug("image names: the runtime did not answer the probe ({})", answer);
              }
              then(records_support_ == RecordsSupport::kServed);
            });
@@ -545,26 +577,46 @@ void ImageService::DetectRuntime(relay::EventLoop& loop, relay::UpstreamPool& po
   WithRecordsSupport(loop, pool, [](bool) {});
 }
 
-void ImageService::LogImageNames(const UnaryResult& probe) {
+void ImageService::OnConfigChanged(relay::EventLoop& loop, relay::UpstreamPool& pool) {
+  config::ImageNames now = config_()->image_names;
+  if (now == image_names_seen_) return;
+  image_names_seen_ = now;
+  if (records_support_ == RecordsSupport::kUnknown) {
+    // Said once the runtime's answer is known (with the value then in force).
+    return WithRecordsSupport(loop, pool, [](bool) {});
+  }
+  LogImageNames(/*changed=*/true);
+}
+
+void ImageService::LogImageNames(bool changed) {
   config::ConfigPtr config = config_();
+  image_names_seen_ = config->image_names;
   bool requested = config->image_names == config::ImageNames::kRequested;
+  // After a reload the new value applies to pulls from then on; images already pulled keep the
+  // names they have.
+  std::string when = changed ? "; changed by a reload: from the next pull on, images pulled "
+                               "before keep their names"
+                             : "";
   if (records_support_ == RecordsSupport::kServed) {
     if (requested) {
       spdlog::info(
           "image names: pulled images are held under the names kubelet asks for "
-          "(imageNames: requested; the runtime serves containerd's image API)");
+          "(imageNames: requested; the runtime serves containerd's image API){}",
+          when);
     } else {
       spdlog::info(
           "image names: pulled images stay under the registries' names and kubelet's names "
-          "are translated (imageNames: registry)");
+          "are translated (imageNames: registry){}",
+          when);
     }
     return;
   }
   auto level = requested ? spdlog::level::warn : spdlog::level::info;
   spdlog::log(level,
-              "image names: the runtime does not serve containerd's image API ({}: {}); pulled "
-              "images stay under the registries' names and kubelet's names are translated",
-              relay::GrpcCodeName(probe.code), Shorten(probe.message));
+              "image names: the runtime does not serve containerd's image API ({}); pulled "
+              "images stay under the registries' names and kubelet's names are translated "
+              "(imageNames: {}){}",
+              records_probe_, config::ImageNamesName(config->image_names), when);
 }
 
 void ImageService::FinishPull(const std::shared_ptr<PullAttempt>& attempt,
@@ -620,12 +672,14 @@ std::vector<std::string> ImageService::LookupNames(const std::string& image,
   auto add = [&](const std::string& name) {
     if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
   };
-  // Where it was last found under another name comes first. Then, held under kubelet's name,
-  // the image is found at the next call, as the runtime alone would find it; the registries'
-  // names serve images pulled under them (imageNames: registry, a runtime without containerd's
-  // image API, or a pull from before).
-  if (auto stored = locations_.Find(reference->String())) add(*stored);
+  // imageNames: requested holds images under kubelet's name, so that comes first, as the
+  // runtime alone would answer: a name remembered from before must not shadow it, and the usual
+  // lookup costs one call whatever is remembered. Then where the image was last found under a
+  // registry's name (first with imageNames: registry), then the registries' names: they serve
+  // images pulled under them (imageNames: registry, a runtime without containerd's image API, a
+  // failed rename, or a pull from before).
   if (config.image_names == config::ImageNames::kRequested) add(image);
+  if (auto stored = locations_.Find(reference->String())) add(*stored);
   for (const auto& candidate : image::Rewrite(*reference, config, image::PullScope::Lookup())) {
     add(candidate.image);
   }

@@ -2,9 +2,9 @@
 //   PullImage       the image goes to the configured registries in order, each with its own
 //                   credentials, until one serves it; bounded by `timeout`.
 //   ImageStatus,    the name kubelet uses resolves to the name the image was stored under
-//   RemoveImage,    (the remembered one, then each candidate, then the name as given), so
-//   ListImages,     kubelet sees the image it asked for and does not pull it again.
-//   CreateContainer
+//   RemoveImage,    (imageNames: requested, the name as given first; then the remembered one,
+//   ListImages,     then each candidate, then the name as given), so kubelet sees the image it
+//   CreateContainer asked for and does not pull it again.
 // Everything else about these calls is the runtime's own answer, passed back as it came.
 //
 // Loop thread only, except the ConfigSource, which must be thread-safe.
@@ -56,6 +56,9 @@ class ImageService final : public relay::Interceptor {
   // held under kubelet's names) and logs which behaviour applies. Until it answers, the first
   // pull that needs it asks again.
   void DetectRuntime(relay::EventLoop& loop, relay::UpstreamPool& pool);
+  // After a reload: when it changed `imageNames`, logs which behaviour applies from now on
+  // (finding out first whether the runtime serves containerd's image API, if still unknown).
+  void OnConfigChanged(relay::EventLoop& loop, relay::UpstreamPool& pool);
 
   // Makes sure the runtime holds `image` (a normalised reference): present already (by its name
   // or a registry's), or pulled through the normal path (policy, candidates of a pull without a
@@ -112,10 +115,14 @@ class ImageService final : public relay::Interceptor {
   std::optional<RenameJob> RenameFor(const PullAttempt& attempt, const image::Candidate& candidate,
                                      const relay::UnaryResult& answer,
                                      std::chrono::system_clock::time_point started);
+  // The image stays under the registry's name `pulled_as`: records of its repository left for
+  // pulls in flight to delete are wanted now, and stay.
+  void KeepRegistryNames(const std::string& pulled_as);
   // Runs `then(served)` once it is known whether the runtime serves containerd's image API.
   void WithRecordsSupport(relay::EventLoop& loop, relay::UpstreamPool& pool,
                           std::function<void(bool served)> then);
-  void LogImageNames(const relay::UnaryResult& probe);
+  // `changed`: a reload switched `imageNames` to the value now in force.
+  void LogImageNames(bool changed);
   // Answers every caller waiting on the attempt and forgets it.
   void FinishPull(const std::shared_ptr<PullAttempt>& attempt, const relay::UnaryResult* answer,
                   relay::GrpcCode code, const std::string& message);
@@ -164,6 +171,10 @@ class ImageService final : public relay::Interceptor {
   ImageLocations locations_;
   enum class RecordsSupport { kUnknown, kServed, kNotServed };
   RecordsSupport records_support_ = RecordsSupport::kUnknown;
+  std::string records_probe_;            // the answer that settled records_support_, for the log
+  config::ImageNames image_names_seen_;  // `imageNames` as the last reload left it
+  // Registry-named records left for pulls still in flight to delete (requested_name.h).
+  LeftRecords left_records_;
   // Pulls under way, by image and caller credentials: a second identical pull joins the first.
   std::unordered_map<std::string, std::shared_ptr<PullAttempt>> pulls_;
   // When a refusal of each image was last logged.

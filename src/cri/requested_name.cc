@@ -30,6 +30,13 @@ bool Contains(const std::vector<std::string>& list, const std::string& item) {
   return std::find(list.begin(), list.end(), item) != list.end();
 }
 
+// A registry-named record this pull may delete: its own, or one taken over from earlier pulls.
+struct RegistryRecord {
+  std::string name;
+  std::chrono::system_clock::time_point since;  // created before this: not ours to delete
+  std::string digest;                           // naming other content: not ours either
+};
+
 // How long to wait for the CRI plugin to show the new names, and how often to look. Its event
 // handling takes well under a millisecond on an idle node; the bound is for a busy one.
 constexpr std::chrono::milliseconds kFirstLook{1};
@@ -64,8 +71,44 @@ class Renamer : public std::enable_shared_from_this<Renamer> {
     const std::string& digest = source_.target().digest();
     outcome_.held_as = RecordNamesFor(job_.requested, digest).All();
     for (const auto& name : RecordNamesFor(job_.pulled, digest).All()) {
-      if (!Contains(outcome_.held_as, name)) registry_names_.push_back(name);
+      if (!Contains(outcome_.held_as, name)) {
+        registry_records_.push_back({name, job_.pull_started, digest});
+      }
     }
+    if (job_.left == nullptr) return;
+    taken_ = job_.left->Take(job_.pulled.Name());
+    for (const auto& left : taken_) {
+      if (Contains(outcome_.held_as, left.name)) continue;  // the requested name now
+      auto own = std::find_if(registry_records_.begin(), registry_records_.end(),
+                              [&](const RegistryRecord& r) { return r.name == left.name; });
+      if (own != registry_records_.end()) {
+        // This pull updated it: its content is ours, its creation may be the earlier pull's.
+        own->since = std::min(own->since, left.since);
+      } else {
+        registry_records_.push_back({left.name, left.since, left.digest});
+      }
+    }
+  }
+
+  // True (and noted) when another pull in flight wants `record` now.
+  bool WantedElsewhere(const RegistryRecord& record) {
+    WantedBy by = job_.wanted_elsewhere ? job_.wanted_elsewhere(record.name) : WantedBy::kNobody;
+    switch (by) {
+      case WantedBy::kNobody:
+        return false;
+      case WantedBy::kAskedFor:
+        outcome_.kept.push_back(record.name + " (another pull in flight asks for it)");
+        return true;
+      case WantedBy::kBeingPulled:
+        outcome_.kept.push_back(
+            record.name +
+            " (another pull of the repository is in flight; the last one deletes it)");
+        if (job_.left != nullptr) {
+          job_.left->Leave({record.name, job_.pulled.Name(), record.since, record.digest});
+        }
+        return true;
+    }
+    return true;
   }
 
   // Step 2: the requested name's records, one after the other.
@@ -95,30 +138,31 @@ class Renamer : public std::enable_shared_from_this<Renamer> {
                  });
   }
 
-  // Step 3: the registry-named records, each only if this pull created it.
+  // Step 3: the registry-named records, each only if this pull (or one that handed it over)
+  // created it.
   void RemoveNext() {
-    if (next_ == registry_names_.size()) return WaitVisible();
-    const std::string& name = registry_names_[next_++];
-    if (job_.wanted_elsewhere && job_.wanted_elsewhere(name)) {
-      outcome_.kept.push_back(name + " (another pull in flight asks for it)");
-      return RemoveNext();
-    }
-    records_.Get(name, [self = shared_from_this(), name](const UnaryResult& result,
-                                                         const ImageRecord* record) {
+    if (next_ == registry_records_.size()) return WaitVisible();
+    RegistryRecord candidate = registry_records_[next_++];
+    if (WantedElsewhere(candidate)) return RemoveNext();
+    records_.Get(candidate.name, [self = shared_from_this(), candidate](const UnaryResult& result,
+                                                                        const ImageRecord* record) {
+      const std::string& name = candidate.name;
       if (record == nullptr) {
         if (!result.answered || result.code != static_cast<int>(relay::GrpcCode::kNotFound)) {
           self->outcome_.kept.push_back(name + " (cannot read it: " + Why(result) + ")");
         }
         return self->RemoveNext();
       }
-      if (TimeOf(record->created_at()) < self->job_.pull_started) {
+      if (TimeOf(record->created_at()) < candidate.since) {
         self->outcome_.kept.push_back(name + " (it was there before this pull)");
         return self->RemoveNext();
       }
-      if (record->target().digest() != self->source_.target().digest()) {
+      if (record->target().digest() != candidate.digest) {
         self->outcome_.kept.push_back(name + " (it now names other content)");
         return self->RemoveNext();
       }
+      // Asked again: a pull of the repository may have started while the record was read.
+      if (self->WantedElsewhere(candidate)) return self->RemoveNext();
       self->records_.Delete(name, [self, name](const UnaryResult& result) {
         if (result.ok()) {
           self->removed_.push_back(name);
@@ -187,6 +231,11 @@ class Renamer : public std::enable_shared_from_this<Renamer> {
   void Fail(std::string error) {
     outcome_.ok = false;
     outcome_.error = std::move(error);
+    // What was taken over is not decided: it stays left for the next pull of the repository.
+    if (job_.left != nullptr) {
+      for (auto& left : taken_) job_.left->Leave(std::move(left));
+    }
+    taken_.clear();
     Finish();
   }
 
@@ -201,8 +250,9 @@ class Renamer : public std::enable_shared_from_this<Renamer> {
   ImageRecords records_;
   RenameJob job_;
   std::function<void(RenameOutcome)> done_;
-  ImageRecord source_;                       // the id record: target and labels
-  std::vector<std::string> registry_names_;  // candidates for removal
+  ImageRecord source_;                            // the id record: target and labels
+  std::vector<RegistryRecord> registry_records_;  // candidates for removal
+  std::vector<LeftRecords::Left> taken_;          // taken over from earlier pulls
   std::vector<std::string> removed_;
   size_t next_ = 0;
   std::chrono::steady_clock::time_point waited_from_;
@@ -210,6 +260,36 @@ class Renamer : public std::enable_shared_from_this<Renamer> {
 };
 
 }  // namespace
+
+void LeftRecords::Leave(Left left) {
+  auto [it, inserted] = left_.try_emplace(left.name, left);
+  if (!inserted) {
+    auto since = std::min(it->second.since, left.since);
+    it->second = std::move(left);
+    it->second.since = since;
+    return;
+  }
+  if (left_.size() <= kMaxLeft) return;
+  auto oldest = std::min_element(left_.begin(), left_.end(), [](const auto& a, const auto& b) {
+    return a.second.since < b.second.since;
+  });
+  spdlog::info("image record {} stays: too many records are waiting for their pulls to finish",
+               oldest->first);
+  left_.erase(oldest);
+}
+
+std::vector<LeftRecords::Left> LeftRecords::Take(const std::string& repository) {
+  std::vector<Left> taken;
+  for (auto it = left_.begin(); it != left_.end();) {
+    if (it->second.repository == repository) {
+      taken.push_back(std::move(it->second));
+      it = left_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return taken;
+}
 
 void HoldUnderRequestedName(relay::EventLoop& loop, relay::UpstreamPool& pool, RenameJob job,
                             std::function<void(RenameOutcome)> done) {

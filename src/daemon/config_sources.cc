@@ -282,6 +282,7 @@ class ConfigSources::Worker {
                  copy->debug);
     LogRegistries(*copy);
     Count(source, true);
+    if (owner_.options_.on_published) owner_.options_.on_published();
     if (kube_changed) {
       // Another ConfigMap (or none): what was received for the old one no longer applies.
       received_.reset();

@@ -65,6 +65,8 @@ struct ConfigSourcesOptions {
   // Called on the sources' thread after a reload asked for by RequestReload() finished (ok or
   // not): the daemon tells systemd it is ready again.
   std::function<void()> on_requested_reload_done = {};
+  // Called on the sources' thread after a reload published a new configuration.
+  std::function<void()> on_published = {};
   // Where Kubernetes credentials are looked for (tests replace it).
   kube::DiscoveryEnv discovery = kube::DiscoveryEnv::System();
   // Multiplies the watch timeout and backoff of the ConfigMap sync; 0 = from the environment

@@ -300,7 +300,12 @@ int Run(const Options& options) {
       {.config_path = options.config_path,
        .initial_configmap = startup.configmap,
        .force_debug = options.debug,
-       .on_requested_reload_done = [&loop] { loop.Post([] { NotifySystemd("READY=1"); }); }},
+       .on_requested_reload_done = [&loop] { loop.Post([] { NotifySystemd("READY=1"); }); },
+       .on_published =
+           [&loop, &images, &server] {
+             loop.Post(
+                 [&loop, &images, &server] { images.OnConfigChanged(loop, server.upstream()); });
+           }},
       store);
   AddStateCollectors(metrics, store, health, sources);
   WatchRuntime(loop, server, metrics);

@@ -1,16 +1,22 @@
 // The pure parts of the image-call handling: which calls are intercepted, how a runtime's
 // failure is read, the bounded memory of where images were stored, the names an image is held
-// under and which of them are pinned, prePull's backoff.
+// under and which of them are pinned, what an answer says about containerd's image API, the
+// registry-named records left for other pulls to delete, and prePull's backoff.
 #include <gtest/gtest.h>
+#include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <set>
 
 #include "cri/image_locations.h"
 #include "cri/image_names.h"
+#include "cri/image_records.h"
 #include "cri/method.h"
 #include "cri/pre_pull.h"
 #include "cri/pull_failure.h"
+#include "cri/requested_name.h"
+#include "relay/unary_call.h"
 
 namespace shim::cri {
 namespace {
@@ -191,14 +197,30 @@ TEST(RecordNames, FollowContainerdForTagDigestAndBoth) {
   EXPECT_EQ(by_digest.digest, std::string("docker.io/library/nginx@") + kOther);
   EXPECT_EQ(by_digest.All(), std::vector<std::string>{by_digest.digest});
 
+  // By tag and digest: containerd's CRI (reference.ParseDockerRef) drops the tag, so the
+  // digest record alone, without the tag, as after a direct pull.
   RecordNames both = RecordNamesFor(Parse(std::string("quay.io/org/app:1.2@") + kOther), kDigest);
   EXPECT_EQ(both.tag, "");
-  EXPECT_EQ(both.digest, std::string("quay.io/org/app:1.2@") + kOther);
-  EXPECT_EQ(both.All().size(), 1u);
+  EXPECT_EQ(both.digest, std::string("quay.io/org/app@") + kOther);
+  EXPECT_EQ(both.All(), std::vector<std::string>{both.digest});
+  RecordNames short_name = RecordNamesFor(Parse(std::string("app:1@") + kOther), kDigest);
+  EXPECT_EQ(short_name.All(),
+            std::vector<std::string>{std::string("docker.io/library/app@") + kOther});
 
   RecordNames port = RecordNamesFor(Parse("localhost:5000/team/app:v1"), kDigest);
   EXPECT_EQ(port.tag, "localhost:5000/team/app:v1");
   EXPECT_EQ(port.digest, std::string("localhost:5000/team/app@") + kDigest);
+}
+
+// The one record that names the reference itself: the tag record, or the digest record with the
+// tag dropped, as containerd's CRI resolves the name.
+TEST(RecordNames, TheRecordOfTheReferenceItselfDropsATagBesideADigest) {
+  EXPECT_EQ(RecordNameOf(Parse("nginx")), "docker.io/library/nginx:latest");
+  EXPECT_EQ(RecordNameOf(Parse("localhost:5000/team/app:v1")), "localhost:5000/team/app:v1");
+  EXPECT_EQ(RecordNameOf(Parse(std::string("nginx@") + kDigest)),
+            std::string("docker.io/library/nginx@") + kDigest);
+  EXPECT_EQ(RecordNameOf(Parse(std::string("localhost:5000/team/app:v1@") + kDigest)),
+            std::string("localhost:5000/team/app@") + kDigest);
 }
 
 TEST(Pin, MatchesWholePathComponentsOfTheRepository) {
@@ -257,6 +279,76 @@ TEST(Pin, KeepsUndeclaredFieldsOfTheImage) {
   EXPECT_NE(again.find(std::string("\x2a\x02\x08\x07", 4)), std::string::npos);
   EXPECT_NE(again.find("nobody"), std::string::npos);
   EXPECT_NE(again.find(std::string("\x40\x01", 2)), std::string::npos);  // pinned(8): true
+}
+
+// Only UNIMPLEMENTED says the runtime does not serve containerd's image API; an error of the
+// moment (or no answer at all) says nothing, so that a later pull asks again instead of keeping
+// registry names for the rest of the shim's life.
+TEST(ImageApi, OnlyUnimplementedMeansNotServed) {
+  auto answer = [](relay::GrpcCode code, bool answered = true) {
+    relay::UnaryResult result;
+    result.answered = answered;
+    result.code = static_cast<int>(code);
+    return result;
+  };
+  EXPECT_EQ(ImageApiFrom(answer(relay::GrpcCode::kOk)), ImageApi::kServed);
+  EXPECT_EQ(ImageApiFrom(answer(relay::GrpcCode::kNotFound)), ImageApi::kServed);
+  EXPECT_EQ(ImageApiFrom(answer(relay::GrpcCode::kUnimplemented)), ImageApi::kNotServed);
+  for (relay::GrpcCode code :
+       {relay::GrpcCode::kUnavailable, relay::GrpcCode::kInternal, relay::GrpcCode::kUnknown,
+        relay::GrpcCode::kPermissionDenied, relay::GrpcCode::kUnauthenticated,
+        relay::GrpcCode::kDeadlineExceeded, relay::GrpcCode::kResourceExhausted,
+        relay::GrpcCode::kCancelled}) {
+    EXPECT_EQ(ImageApiFrom(answer(code)), ImageApi::kUnknown) << relay::GrpcCodeName(int(code));
+  }
+  // Not answered: the shim's own code (the runtime unreachable, a reset).
+  EXPECT_EQ(ImageApiFrom(answer(relay::GrpcCode::kUnavailable, false)), ImageApi::kUnknown);
+  EXPECT_EQ(ImageApiFrom(answer(relay::GrpcCode::kUnimplemented, false)), ImageApi::kUnknown);
+}
+
+// Records left for other pulls: taken by repository, left again with the earliest start, and
+// bounded.
+TEST(LeftRecords, TakenByRepositoryWithTheEarliestStart) {
+  using Clock = std::chrono::system_clock;
+  const Clock::time_point t0 = Clock::now();
+  const auto t1 = t0 + std::chrono::seconds(1);
+  const std::string repo = "r.example.com/library/app";
+  LeftRecords left;
+  left.Leave({repo + ":1", repo, t1, kDigest});
+  left.Leave({repo + "@" + kDigest, repo, t1, kDigest});
+  left.Leave({"r.example.com/library/other:1", "r.example.com/library/other", t0, kDigest});
+  left.Leave({repo + ":1", repo, t0, kOther});  // left again by a pull that started earlier
+  left.Leave({repo + "@" + kDigest, repo, t1 + std::chrono::seconds(1), kDigest});  // later
+  EXPECT_EQ(left.size(), 3u);
+  auto taken = left.Take(repo);
+  ASSERT_EQ(taken.size(), 2u);
+  for (const auto& record : taken) {
+    EXPECT_EQ(record.repository, repo);
+    if (record.name == repo + ":1") {
+      EXPECT_EQ(record.since, t0);
+      EXPECT_EQ(record.digest, kOther);  // what it named when it was left last
+    } else {
+      EXPECT_EQ(record.name, repo + "@" + kDigest);
+      EXPECT_EQ(record.since, t1);
+    }
+  }
+  EXPECT_TRUE(left.Take(repo).empty()) << "taken once";
+  EXPECT_EQ(left.size(), 1u);
+  EXPECT_TRUE(left.Take("r.example.com/library/app2").empty()) << "whole names only";
+
+  LeftRecords full;
+  auto level = spdlog::get_level();
+  spdlog::set_level(spdlog::level::warn);  // one info line per entry dropped
+  for (int i = 0; i < 1100; ++i) {
+    full.Leave({repo + ":" + std::to_string(i), repo, t0 + std::chrono::seconds(i), kDigest});
+  }
+  spdlog::set_level(level);
+  EXPECT_EQ(full.size(), 1024u);
+  auto kept = full.Take(repo);
+  EXPECT_EQ(std::count_if(kept.begin(), kept.end(),
+                          [&](const auto& r) { return r.since < t0 + std::chrono::seconds(76); }),
+            0)
+      << "the entries left longest ago go first";
 }
 
 }  // namespace

@@ -488,5 +488,29 @@ TEST_F(ContainerE2E, ContainerByRequestedNameRunsWithImageNamesRegistry) {
   RunAppPod(via_shim, "registry-id", in_registry, app_->image_id);
 }
 
+// An image pulled with `imageNames: registry` (held under the registry's name only), then the
+// shim restarted with `imageNames: requested`: containerd still does not know kApp, yet a
+// container of kApp by that name runs through the shim, made from that image.
+TEST_F(ContainerE2E, ContainerByRequestedNameRunsForAnImageHeldUnderTheRegistrysNameFromBefore) {
+  {
+    ShimProcess& shim = StartShim("registry");
+    CriClient via_shim(shim.Socket());
+    grpc::Status status = via_shim.PullImage(kApp, nullptr, nullptr, kPull);
+    ASSERT_TRUE(status.ok()) << Describe(status) << ShimLog();
+    ExitStatus exit = shim_->Stop();
+    ASSERT_TRUE(exit.Success()) << exit.ToString();
+  }
+  ShimProcess& shim = StartShim("");  // requested, the default
+  CriClient via_shim(shim.Socket());
+  cri::ImageStatusResponse held;
+  ASSERT_TRUE(direct_->ImageStatus(kApp, &held, kCall).ok());
+  ASSERT_FALSE(held.has_image()) << "containerd itself knows " << kApp;
+  RunAppPod(via_shim, "before",
+            {.image_id = app_->image_id,
+             .status_tag = RegistryName("library/ctr-app:1"),
+             .status_ref = RegistryName("library/ctr-app") + "@" + app_->manifest_digest,
+             .greeting = "hello from " + registry_->host_name()});
+}
+
 }  // namespace
 }  // namespace shim::testing

@@ -3,7 +3,9 @@
 // TLS registry with credentials. With `imageNames: requested` (the default) an image pulled
 // through the registry must answer exactly as containerd answers for an image pulled directly
 // under kubelet's name; `imageNames: registry` keeps the registry's names; a runtime without
-// containerd's image API keeps them too and still serves; `pin` marks images `pinned`.
+// containerd's image API keeps them too and still serves; `pin` marks images `pinned`; images
+// held under registry names from before, restarts and reloads (the file, and a ConfigMap of the
+// Kubernetes API test server) keep every name working.
 //
 // What the tests look at is containerd's own view on its own socket: CRI ImageStatus and
 // ListImages, and its image records (containerd.services.images.v1.Images, namespace k8s.io).
@@ -11,6 +13,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -19,8 +22,13 @@
 
 #include "containerd.h"
 #include "containerd_images.pb.h"
+#include "cri/requested_name.h"
 #include "cri_client.h"
+#include "image/reference.h"
+#include "kube_api_server.h"
 #include "registry.h"
+#include "relay/event_loop.h"
+#include "relay/upstream.h"
 #include "shim_process.h"
 #include "temp_dir.h"
 #include "test_image.h"
@@ -31,9 +39,11 @@ namespace {
 
 using std::chrono::seconds;
 namespace records = ::imagecrishim::containerd;
+namespace names = ::shim::cri;  // the shim's own image-call code (`cri` here is the messages)
 
 constexpr char kUser[] = "names-user";
 constexpr char kPassword[] = "names-pw-5t7u";
+constexpr char kToken[] = "names-kube-token-4f8a2c";  // the Kubernetes API test server's
 
 const CallOptions kQuick{.timeout = seconds(20)};
 const CallOptions kPull{.timeout = seconds(120)};
@@ -49,6 +59,9 @@ using Names = std::vector<std::string>;
 struct ShimSpec {
   std::string image_names = "";  // "" = the default
   std::vector<std::string> pin = {};
+  // "" = configMap.enabled: false; else the kubeconfig through which the shim finds the
+  // Kubernetes API (and kube-system/image-cri-shim in it)
+  std::string kubeconfig = "";
 };
 
 class NamesE2E : public ::testing::Test {
@@ -80,6 +93,7 @@ class NamesE2E : public ::testing::Test {
       ExitStatus exit = shim->Stop();
       EXPECT_TRUE(exit.Success()) << exit.ToString();
       EXPECT_EQ(shim->Log().find(kPassword), std::string::npos) << "the shim logged a password";
+      EXPECT_EQ(shim->Log().find(kToken), std::string::npos) << "the shim logged the API token";
     }
     shims_.clear();
   }
@@ -89,10 +103,27 @@ class NamesE2E : public ::testing::Test {
   ShimProcess& StartShim(const ShimSpec& spec = {}, Containerd* runtime = nullptr) {
     dirs_.push_back(std::make_unique<TempDir>("shim-names"));
     const TempDir& dir = *dirs_.back();
-    std::string socket = dir.File("shim.sock");
-    std::string config = dir.File("shim.yaml");
-    std::string yaml = "shim: " + socket + "\n";
-    yaml += "cri: " + (runtime != nullptr ? runtime : containerd_)->Socket() + "\n";
+    runtime_ = runtime != nullptr ? runtime : containerd_;
+    config_path_ = dir.File("shim.yaml");
+    WriteFile(config_path_, ShimYaml(spec), 0600);
+    std::map<std::string, std::string> env;
+    if (!spec.kubeconfig.empty()) {
+      env = {
+          {"KUBECONFIG", spec.kubeconfig}, {"HOME", dir.path()}, {"SHIM_KUBE_TIME_SCALE", "0.05"}};
+    }
+    shims_.push_back(std::make_unique<ShimProcess>(ShimOptions{.config_path = config_path_,
+                                                               .socket_path = dir.File("shim.sock"),
+                                                               .debug = true,
+                                                               .env = env}));
+    shims_.back()->Start();
+    return *shims_.back();
+  }
+
+  // The configuration file of the shim started last, for `spec`.
+  std::string ShimYaml(const ShimSpec& spec) const {
+    const TempDir& dir = *dirs_.back();
+    std::string yaml = "shim: " + dir.File("shim.sock") + "\n";
+    yaml += "cri: " + runtime_->Socket() + "\n";
     yaml += "stateDir: " + dir.File("state") + "\n";
     yaml += "address: " + registry_->Address() + "\n";
     yaml += std::string("auth: \"") + kUser + ":" + kPassword + "\"\n";
@@ -101,12 +132,28 @@ class NamesE2E : public ::testing::Test {
       yaml += "pin:\n";
       for (const auto& p : spec.pin) yaml += "- " + p + "\n";
     }
-    yaml += "configMap:\n  enabled: false\nmetricsAddress: \"\"\n";
-    WriteFile(config, yaml, 0600);
-    shims_.push_back(std::make_unique<ShimProcess>(
-        ShimOptions{.config_path = config, .socket_path = socket, .debug = true}));
-    shims_.back()->Start();
-    return *shims_.back();
+    if (spec.kubeconfig.empty()) yaml += "configMap:\n  enabled: false\n";
+    yaml += "metricsAddress: \"\"\n";
+    return yaml;
+  }
+
+  // Rewrites the configuration file of the shim started last in place, as an operator's edit
+  // does (the shim reloads it on the file event).
+  void RewriteConfig(const ShimSpec& spec) { WriteFile(config_path_, ShimYaml(spec), 0600); }
+
+  // Waits until the shim's log holds `text` `times` times.
+  static bool LogHas(ShimProcess& shim, const std::string& text, int times = 1,
+                     std::chrono::milliseconds timeout = seconds(10)) {
+    return WaitUntil(
+        [&] {
+          std::string log = shim.Log();
+          int found = 0;
+          for (size_t at = log.find(text); at != std::string::npos; at = log.find(text, at + 1)) {
+            ++found;
+          }
+          return found >= times;
+        },
+        timeout);
   }
 
   // containerd's own CRI view of `name` (or id): the image, or nullopt when absent.
@@ -151,6 +198,8 @@ class NamesE2E : public ::testing::Test {
   std::unique_ptr<CriClient> direct_;
   std::vector<std::unique_ptr<TempDir>> dirs_;
   std::vector<std::unique_ptr<ShimProcess>> shims_;  // destroyed before dirs_
+  std::string config_path_;                          // of the shim started last
+  Containerd* runtime_ = nullptr;                    // in front of which it runs
 };
 
 Registry* NamesE2E::registry_ = nullptr;
@@ -230,6 +279,57 @@ TEST_F(NamesE2E, APullByDigestHasNoTagAndTheRequestedDigestName) {
   EXPECT_EQ(through->id(), image.image_id);
 }
 
+// Pull by tag and digest: containerd's CRI drops the tag when a digest is present
+// (reference.ParseDockerRef), so a direct pull holds only name@digest. Through the shim the image
+// must end up the same: no tag, RepoDigests exactly [requested name@digest], no record under the
+// registry's name or under name:tag@digest, and the names visible at once (no visibility wait
+// running into its bound).
+TEST_F(NamesE2E, APullByTagAndDigestIsHeldAsADirectPullHoldsIt) {
+  TestImage image = PushImage(*registry_, "library/tagdigest:1", "tagdigest");
+  ShimProcess& shim = StartShim();
+  CriClient via_shim(shim.Socket());
+  const std::string requested = "tagdigest:1@" + image.manifest_digest;
+  const std::string held = "docker.io/library/tagdigest@" + image.manifest_digest;
+  std::string image_ref;
+  grpc::Status status = via_shim.PullImage(requested, nullptr, &image_ref, kPull);
+  ASSERT_TRUE(status.ok()) << Describe(status) << TailLines(shim.Log());
+  EXPECT_EQ(image_ref, image.image_id);
+  auto found = DirectStatus(held);
+  ASSERT_TRUE(found.has_value()) << TailLines(shim.Log());
+  EXPECT_EQ(found->id(), image.image_id);
+  EXPECT_TRUE(Tags(*found).empty());
+  EXPECT_EQ(Digests(*found), Names{held});
+  // kubelet asks by the name in the pod spec, tag and all: containerd and the shim both find it.
+  for (CriClient* client : {direct_.get(), &via_shim}) {
+    auto by_spec = DirectStatus(requested, client);
+    ASSERT_TRUE(by_spec.has_value()) << client->socket_path();
+    EXPECT_EQ(by_spec->id(), image.image_id);
+  }
+  EXPECT_FALSE(Record("docker.io/library/" + requested).has_value());
+  EXPECT_FALSE(Record(RegistryName("library/tagdigest") + "@" + image.manifest_digest).has_value());
+  EXPECT_FALSE(Record(RegistryName("library/" + requested)).has_value());
+  EXPECT_EQ(shim.Log().find("does not show its new names"), std::string::npos)
+      << TailLines(shim.Log());
+  EXPECT_NE(shim.Log().find("held as " + held), std::string::npos) << TailLines(shim.Log());
+
+  // The control: a direct pull of the registry's name with tag and digest has the same shape
+  // and the same id.
+  cri::AuthConfig auth = MakeAuth(kUser, kPassword);
+  std::string direct_ref;
+  ASSERT_TRUE(
+      direct_->PullImage(RegistryName("library/" + requested), &auth, &direct_ref, kPull).ok());
+  EXPECT_EQ(direct_ref, image.image_id);
+  auto direct = DirectStatus(RegistryName("library/" + requested));
+  ASSERT_TRUE(direct.has_value());
+  EXPECT_TRUE(Tags(*direct).empty());
+  auto digests = Digests(*direct);
+  std::sort(digests.begin(), digests.end());
+  Names expected = {held, RegistryName("library/tagdigest") + "@" + image.manifest_digest};
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(digests, expected);
+  ASSERT_TRUE(direct_->RemoveImage(image.image_id, kQuick).ok());
+}
+
 // Three images: three list entries with their own names; a filter by name gives that one; a
 // removal by name, by id and by digest name leaves nothing in containerd.
 TEST_F(NamesE2E, ThreeImagesAreListedFilteredAndRemovedByTheirOwnNames) {
@@ -254,6 +354,9 @@ TEST_F(NamesE2E, ThreeImagesAreListedFilteredAndRemovedByTheirOwnNames) {
     ASSERT_TRUE(via_shim.ListImages(repos[i] + ":1", &filtered, kQuick).ok());
     ASSERT_EQ(filtered.images_size(), 1) << repos[i];
     EXPECT_EQ(filtered.images(0).id(), images[i].image_id);
+    EXPECT_EQ(Tags(filtered.images(0)), Names{"docker.io/library/" + repos[i] + ":1"});
+    EXPECT_EQ(Digests(filtered.images(0)),
+              Names{"docker.io/library/" + repos[i] + "@" + images[i].manifest_digest});
   }
   ASSERT_TRUE(via_shim.RemoveImage("one:1", kQuick).ok());
   ASSERT_TRUE(via_shim.RemoveImage(images[1].image_id, kQuick).ok());
@@ -445,6 +548,343 @@ TEST_F(NamesE2E, ARuntimeWithoutTheImageApiKeepsRegistryNamesAndServes) {
                             "(UNIMPLEMENTED"),
             std::string::npos)
       << TailLines(shim.Log());
+}
+
+// A restart of the shim alone (containerd and its records stay): kubelet's names still list,
+// filter and remove, with nothing the shim remembered from before the restart.
+TEST_F(NamesE2E, AfterARestartOfTheShimAloneKubeletsNamesListAndRemove) {
+  TestImage image = PushImage(*registry_, "library/again:1", "again");
+  const std::string held = "docker.io/library/again:1";
+  {
+    ShimProcess& shim = StartShim();
+    CriClient via_shim(shim.Socket());
+    ASSERT_TRUE(via_shim.PullImage("again:1", nullptr, nullptr, kPull).ok())
+        << TailLines(shim.Log());
+  }
+  TearDown();  // the shim stops; containerd runs on
+  ShimProcess& shim = StartShim();
+  CriClient via_shim(shim.Socket());
+  auto listed = Listed(image.image_id, &via_shim);
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(Tags(listed[0]), Names{held});
+  cri::ListImagesResponse filtered;
+  ASSERT_TRUE(via_shim.ListImages("again:1", &filtered, kQuick).ok());
+  ASSERT_EQ(filtered.images_size(), 1);
+  EXPECT_EQ(filtered.images(0).id(), image.image_id);
+  EXPECT_EQ(Tags(filtered.images(0)), Names{held});
+  ASSERT_TRUE(via_shim.RemoveImage("again:1", kQuick).ok()) << TailLines(shim.Log());
+  EXPECT_TRUE(Listed(image.image_id).empty()) << "still held after the removal by name";
+  EXPECT_FALSE(Record(held).has_value());
+  EXPECT_FALSE(Record("docker.io/library/again@" + image.manifest_digest).has_value());
+  EXPECT_FALSE(Record(image.image_id).has_value());
+}
+
+// An image pulled with `imageNames: registry` (held under the registry's name only), then the
+// shim restarted with `requested`: kubelet's name still finds it for status, a filtered list
+// and a removal, which leaves nothing in containerd.
+TEST_F(NamesE2E, AnImageHeldUnderTheRegistrysNameFromBeforeStillServes) {
+  TestImage image = PushImage(*registry_, "library/before:1", "before");
+  const std::string stored = RegistryName("library/before:1");
+  {
+    ShimProcess& shim = StartShim({.image_names = "registry"});
+    CriClient via_shim(shim.Socket());
+    ASSERT_TRUE(via_shim.PullImage("before:1", nullptr, nullptr, kPull).ok())
+        << TailLines(shim.Log());
+  }
+  TearDown();
+  ASSERT_FALSE(DirectStatus("before:1").has_value()) << "containerd itself knows kubelet's name";
+  ShimProcess& shim = StartShim();  // requested, the default
+  CriClient via_shim(shim.Socket());
+  auto status = DirectStatus("before:1", &via_shim);
+  ASSERT_TRUE(status.has_value()) << TailLines(shim.Log());
+  EXPECT_EQ(status->id(), image.image_id);
+  EXPECT_EQ(Tags(*status), Names{stored});
+  cri::ListImagesResponse filtered;
+  ASSERT_TRUE(via_shim.ListImages("before:1", &filtered, kQuick).ok());
+  ASSERT_EQ(filtered.images_size(), 1) << TailLines(shim.Log());
+  EXPECT_EQ(filtered.images(0).id(), image.image_id);
+  EXPECT_EQ(Tags(filtered.images(0)), Names{stored});
+  ASSERT_TRUE(via_shim.RemoveImage("before:1", kQuick).ok());
+  EXPECT_TRUE(Listed(image.image_id).empty()) << "still held after the removal by name";
+  EXPECT_FALSE(Record(stored).has_value());
+  cri::ListImagesResponse after;
+  ASSERT_TRUE(via_shim.ListImages("before:1", &after, kQuick).ok());
+  EXPECT_EQ(after.images_size(), 0);
+}
+
+// A reload that switches `imageNames` says which behaviour applies from then on, and pulls
+// follow it.
+TEST_F(NamesE2E, AReloadThatSwitchesImageNamesSaysSoAndPullsFollowIt) {
+  TestImage image = PushImage(*registry_, "library/switch:1", "switch");
+  ShimProcess& shim = StartShim();
+  CriClient via_shim(shim.Socket());
+  const std::string requested_line =
+      "image names: pulled images are held under the names kubelet asks for";
+  const std::string registry_line = "image names: pulled images stay under the registries' names";
+  const std::string changed = "changed by a reload";
+  ASSERT_TRUE(LogHas(shim, requested_line)) << TailLines(shim.Log());
+  EXPECT_FALSE(LogHas(shim, changed, 1, seconds(0)));
+
+  RewriteConfig({.image_names = "registry"});
+  ASSERT_TRUE(LogHas(shim, registry_line)) << TailLines(shim.Log());
+  EXPECT_NE(shim.Log().find("(imageNames: registry); " + changed), std::string::npos)
+      << TailLines(shim.Log());
+  ASSERT_TRUE(via_shim.PullImage("switch:1", nullptr, nullptr, kPull).ok());
+  EXPECT_TRUE(DirectStatus(RegistryName("library/switch:1")).has_value());
+  EXPECT_FALSE(DirectStatus("switch:1").has_value());
+
+  RewriteConfig({});
+  ASSERT_TRUE(LogHas(shim, requested_line, 2)) << TailLines(shim.Log());
+  ASSERT_TRUE(via_shim.PullImage("switch:1", nullptr, nullptr, kPull).ok());
+  auto found = DirectStatus("switch:1");
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->id(), image.image_id);
+  // A reload that leaves imageNames as it is says nothing about it.
+  RewriteConfig({.pin = {"docker.io/library/switch"}});
+  ASSERT_TRUE(LogHas(shim, "config reloaded", 3)) << TailLines(shim.Log());
+  EXPECT_TRUE(LogHas(shim, requested_line, 2, seconds(0)));
+  EXPECT_FALSE(LogHas(shim, requested_line, 3, std::chrono::milliseconds(300)));
+  ASSERT_TRUE(direct_->RemoveImage(image.image_id, kQuick).ok());
+}
+
+// `pin` and `imageNames` from the ConfigMap (kube-system/image-cri-shim on the Kubernetes API
+// test server), end to end: the pinned image answers pinned in status and lists through the
+// shim; a change of the ConfigMap unpins it and switches imageNames, which the log says.
+TEST_F(NamesE2E, PinAndImageNamesFromTheConfigMap) {
+  TestImage image = PushImage(*registry_, "platform/cmpin:1", "cmpin");
+  TempDir pki_dir("names-pki");
+  TestPki pki = MakeTestPki(pki_dir.path());
+  KubeApiServer api({.cert_path = pki.server_cert, .key_path = pki.server_key, .token = kToken});
+  api.SetData({{"registries.yaml", "pin: [docker.io/platform]\n"}});
+  api.Start();
+  std::string kubeconfig = pki_dir.File("kubeconfig");
+  WriteFile(kubeconfig, MakeKubeconfig(api.Url(), pki.ca_pem, kToken), 0600);
+  ShimProcess& shim = StartShim({.kubeconfig = kubeconfig});
+  CriClient via_shim(shim.Socket());
+  ASSERT_TRUE(via_shim.PullImage("platform/cmpin:1", nullptr, nullptr, kPull).ok())
+      << TailLines(shim.Log());
+  auto pinned = [&](bool expected) {
+    auto status = DirectStatus("platform/cmpin:1", &via_shim);
+    return status.has_value() && status->pinned() == expected;
+  };
+  ASSERT_TRUE(WaitUntil([&] { return pinned(true); }, seconds(10))) << TailLines(shim.Log());
+  EXPECT_TRUE(LogHas(shim, "source=configmap", 1, seconds(0)));
+  auto by_id = DirectStatus(image.image_id, &via_shim);
+  ASSERT_TRUE(by_id.has_value());
+  EXPECT_TRUE(by_id->pinned());
+  auto listed = Listed(image.image_id, &via_shim);
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_TRUE(listed[0].pinned());
+  cri::ListImagesResponse filtered;
+  ASSERT_TRUE(via_shim.ListImages("platform/cmpin:1", &filtered, kQuick).ok());
+  ASSERT_EQ(filtered.images_size(), 1);
+  EXPECT_TRUE(filtered.images(0).pinned());
+  EXPECT_EQ(Tags(filtered.images(0)), Names{"docker.io/platform/cmpin:1"});
+  auto direct = DirectStatus("platform/cmpin:1");
+  ASSERT_TRUE(direct.has_value());
+  EXPECT_FALSE(direct->pinned()) << "containerd itself pinned it";
+
+  api.SetData({{"registries.yaml", "pin: []\nimageNames: registry\n"}});
+  EXPECT_TRUE(WaitUntil([&] { return pinned(false); }, seconds(10))) << TailLines(shim.Log());
+  EXPECT_TRUE(LogHas(shim, "(imageNames: registry); changed by a reload")) << TailLines(shim.Log());
+  TearDown();  // the shim stops before the API server it watches
+  ASSERT_TRUE(direct_->RemoveImage(image.image_id, kQuick).ok());
+}
+
+// With `imageNames: requested` the name kubelet uses comes before any name the shim remembers
+// from a pull under a registry's name, for every call, as containerd alone would answer: status,
+// a filtered list and a removal all name the same image. Here kubelet's name was made to hold
+// another image after the shim remembered the registry's name (as a direct pull of that name
+// would).
+TEST_F(NamesE2E, KubeletsNameComesBeforeARememberedRegistryName) {
+  TestImage remembered = PushImage(*registry_, "library/memo:1", "memo-old");
+  TestImage other = PushImage(*registry_, "library/memo-other:1", "memo-new");
+  ASSERT_NE(remembered.image_id, other.image_id);
+  ShimProcess& shim = StartShim({.image_names = "registry"});
+  CriClient via_shim(shim.Socket());
+  ASSERT_TRUE(via_shim.PullImage("memo:1", nullptr, nullptr, kPull).ok());  // remembered
+  RewriteConfig({});
+  ASSERT_TRUE(LogHas(shim,
+                     "(imageNames: requested; the runtime serves containerd's image API); "
+                     "changed by a reload"))
+      << TailLines(shim.Log());
+
+  // docker.io/library/memo:1 now names the other image in containerd.
+  cri::AuthConfig auth = MakeAuth(kUser, kPassword);
+  ASSERT_TRUE(direct_->PullImage(RegistryName("library/memo-other:1"), &auth, nullptr, kPull).ok());
+  auto source = Record(RegistryName("library/memo-other:1"));
+  ASSERT_TRUE(source.has_value());
+  records::CreateImageRequest create;
+  *create.mutable_image() = *source;
+  create.mutable_image()->set_name("docker.io/library/memo:1");
+  create.mutable_image()->clear_created_at();
+  create.mutable_image()->clear_updated_at();
+  records::CreateImageResponse created;
+  grpc::Status status =
+      direct_->Call("/containerd.services.images.v1.Images/Create", create, &created,
+                    {.metadata = {{"containerd-namespace", "k8s.io"}}, .timeout = seconds(20)});
+  ASSERT_TRUE(status.ok()) << Describe(status);
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        auto held = DirectStatus("memo:1");
+        return held.has_value() && held->id() == other.image_id;
+      },
+      seconds(5)));
+
+  auto by_status = DirectStatus("memo:1", &via_shim);
+  ASSERT_TRUE(by_status.has_value());
+  EXPECT_EQ(by_status->id(), other.image_id);
+  cri::ListImagesResponse filtered;
+  ASSERT_TRUE(via_shim.ListImages("memo:1", &filtered, kQuick).ok());
+  ASSERT_EQ(filtered.images_size(), 1);
+  EXPECT_EQ(filtered.images(0).id(), other.image_id)
+      << "the filtered list named another image than the status";
+  ASSERT_TRUE(via_shim.RemoveImage("memo:1", kQuick).ok());
+  EXPECT_TRUE(Listed(other.image_id).empty()) << "the removal by name took another image";
+  auto kept = DirectStatus(RegistryName("library/memo:1"));
+  ASSERT_TRUE(kept.has_value()) << "the removal by name took the remembered image";
+  EXPECT_EQ(kept->id(), remembered.image_id);
+  ASSERT_TRUE(direct_->RemoveImage(remembered.image_id, kQuick).ok());
+}
+
+// --- The renaming step itself, in this process, against the suite's containerd ---
+//
+// Concurrent pulls that do not coalesce overlap in ways no client can aim at: pull B must start
+// in the few milliseconds between pull A's records and A's decision about them. Here the step
+// that re-points and deletes records (names::HoldUnderRequestedName, as the shim runs it after a
+// pull) runs on an event loop of the test's own, on records made by a real pull, and "another
+// pull in flight" is whatever the test's wanted_elsewhere says, when it says it.
+class RenameStepE2E : public NamesE2E {
+ protected:
+  // Runs the step to its end and returns its outcome.
+  names::RenameOutcome Rename(names::RenameJob job) {
+    relay::EventLoop loop;
+    relay::UpstreamPool pool(loop, containerd_->Socket());
+    std::optional<names::RenameOutcome> outcome;
+    names::HoldUnderRequestedName(loop, pool, std::move(job),
+                                  [&](names::RenameOutcome done) { outcome = std::move(done); });
+    auto give_up = std::chrono::steady_clock::now() + seconds(30);
+    while (!outcome && std::chrono::steady_clock::now() < give_up) {
+      loop.RunOnce(std::chrono::milliseconds(50));
+    }
+    pool.CloseAll();
+    EXPECT_TRUE(outcome.has_value()) << "the renaming step never finished";
+    return outcome.value_or(names::RenameOutcome{});
+  }
+
+  // The job the shim makes after pulling `repo_tag` from the registry for a pod that asked for
+  // `requested`: started at `started`, nothing wanted elsewhere unless the test says so.
+  names::RenameJob Job(const std::string& requested, const std::string& repo_tag,
+                       const TestImage& image, std::chrono::system_clock::time_point started,
+                       names::LeftRecords* left) {
+    names::RenameJob job;
+    job.requested = *image::ParseReference(requested);
+    job.pulled = *image::ParseReference(RegistryName(repo_tag));
+    job.registry = registry_->Host();
+    job.image_id = image.image_id;
+    job.pull_started = started;
+    job.status_path = "/runtime.v1.ImageService/ImageStatus";
+    job.left = left;
+    return job;
+  }
+
+  // Pulls the registry's name straight at containerd (the records a pull through the shim
+  // makes before its renaming step) and returns when the pull began.
+  std::chrono::system_clock::time_point PullRegistryName(const std::string& repo_tag) {
+    auto started = std::chrono::system_clock::now();
+    cri::AuthConfig auth = MakeAuth(kUser, kPassword);
+    grpc::Status status = direct_->PullImage(RegistryName(repo_tag), &auth, nullptr, kPull);
+    EXPECT_TRUE(status.ok()) << Describe(status);
+    return started;
+  }
+
+  static bool Mentions(const std::vector<std::string>& kept, const std::string& text) {
+    return std::any_of(kept.begin(), kept.end(),
+                       [&](const std::string& k) { return k.find(text) != std::string::npos; });
+  }
+};
+
+// Pull B of a repository starts after pull A's runtime pull created the registry's records, but
+// before A decides about them: A leaves them (B's runtime pull reads them back), and B, finding
+// them older than its own start, would take them for records that were there before the shim
+// pulled: kept for ever. Handed over with A's start, B deletes them.
+TEST_F(RenameStepE2E, RecordsLeftForAPullInFlightAreDeletedByThatPull) {
+  TestImage image = PushImage(*registry_, "library/handover:1", "handover");
+  const std::string tag_record = RegistryName("library/handover:1");
+  const std::string digest_record = RegistryName("library/handover") + "@" + image.manifest_digest;
+  names::LeftRecords left;
+  auto a_started = PullRegistryName("library/handover:1");
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  auto b_started = std::chrono::system_clock::now();  // B begins after A's records exist
+  auto created = Record(tag_record);
+  ASSERT_TRUE(created.has_value());
+
+  // A decides while B's runtime pull of the repository is in flight.
+  names::RenameJob a = Job("handover:1", "library/handover:1", image, a_started, &left);
+  a.wanted_elsewhere = [&](const std::string& name) {
+    return image::ParseReference(name)->Name() == RegistryName("library/handover")
+               ? names::WantedBy::kBeingPulled
+               : names::WantedBy::kNobody;
+  };
+  names::RenameOutcome by_a = Rename(a);
+  ASSERT_TRUE(by_a.ok) << by_a.error;
+  EXPECT_TRUE(Mentions(by_a.kept, tag_record + " (another pull of the repository is in flight"))
+      << ::testing::PrintToString(by_a.kept);
+  EXPECT_TRUE(Record(tag_record).has_value());
+  EXPECT_TRUE(Record(digest_record).has_value());
+  EXPECT_EQ(left.size(), 2u);
+
+  // The control: a pull that started after the records, with nothing handed over, keeps them as
+  // records that were there before it.
+  names::LeftRecords nothing_left;
+  names::RenameOutcome control =
+      Rename(Job("handover:1", "library/handover:1", image, b_started, &nothing_left));
+  ASSERT_TRUE(control.ok) << control.error;
+  EXPECT_TRUE(Mentions(control.kept, tag_record + " (it was there before this pull)"))
+      << ::testing::PrintToString(control.kept);
+  EXPECT_TRUE(Record(tag_record).has_value());
+
+  // B, the last of the two, takes over what A left and deletes it.
+  names::RenameOutcome by_b =
+      Rename(Job("handover:1", "library/handover:1", image, b_started, &left));
+  ASSERT_TRUE(by_b.ok) << by_b.error;
+  EXPECT_TRUE(by_b.kept.empty()) << ::testing::PrintToString(by_b.kept);
+  EXPECT_FALSE(Record(tag_record).has_value()) << "the registry's name stays for ever";
+  EXPECT_FALSE(Record(digest_record).has_value());
+  EXPECT_EQ(left.size(), 0u);
+  auto found = DirectStatus("handover:1");
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(Tags(*found), Names{"docker.io/library/handover:1"});
+  EXPECT_EQ(Digests(*found), Names{"docker.io/library/handover@" + image.manifest_digest});
+  ASSERT_TRUE(direct_->RemoveImage(image.image_id, kQuick).ok());
+}
+
+// A pull of the repository starts while the step reads a registry record it is about to delete
+// (after the first look found no other pull): the record must stay, or that pull's runtime pull
+// fails with NOT_FOUND when it reads the record back.
+TEST_F(RenameStepE2E, ARecordIsNotDeletedUnderAPullThatStartedWhileItWasRead) {
+  TestImage image = PushImage(*registry_, "library/midread:1", "midread");
+  const std::string tag_record = RegistryName("library/midread:1");
+  const std::string digest_record = RegistryName("library/midread") + "@" + image.manifest_digest;
+  names::LeftRecords left;
+  auto started = PullRegistryName("library/midread:1");
+  names::RenameJob job = Job("midread:1", "library/midread:1", image, started, &left);
+  bool other_pull_started = false;  // by the first look: from then on it is in flight
+  job.wanted_elsewhere = [&](const std::string&) {
+    if (!other_pull_started) {
+      other_pull_started = true;
+      return names::WantedBy::kNobody;
+    }
+    return names::WantedBy::kBeingPulled;
+  };
+  names::RenameOutcome outcome = Rename(job);
+  ASSERT_TRUE(outcome.ok) << outcome.error;
+  EXPECT_TRUE(Record(tag_record).has_value()) << "deleted under the pull that started meanwhile";
+  EXPECT_TRUE(Record(digest_record).has_value());
+  EXPECT_TRUE(Mentions(outcome.kept, tag_record + " (another pull of the repository is in flight"))
+      << ::testing::PrintToString(outcome.kept);
+  EXPECT_EQ(left.size(), 2u) << "handed over to the pull in flight";
+  ASSERT_TRUE(direct_->RemoveImage(image.image_id, kQuick).ok());
 }
 
 }  // namespace

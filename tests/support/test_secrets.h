@@ -43,12 +43,17 @@ inline constexpr TestCredential kTestCredentials[] = {
     // e2e_operations_test.cc
     {"ops-user", "ops-pw-Q4z8v1"},
     {"ops-kubelet", "ops-kubelet-pw-7Hn2"},
+    // e2e_names_test.cc
+    {"names-user", "names-pw-5t7u"},
+    // e2e_container_test.cc
+    {"ctr-user", "ctr-pw-8k2m"},
 };
 
 // Bearer tokens and other secrets that are not a user:password pair.
 inline constexpr std::string_view kTestTokens[] = {
-    "e2e-kube-token-7c1d0e",  // e2e_config_test.cc: the Kubernetes API test server's token
-    "e2e-secret-token-3b9f",  // e2e_secret_test.cc: the same for its own server
+    "e2e-kube-token-7c1d0e",    // e2e_config_test.cc: the Kubernetes API test server's token
+    "e2e-secret-token-3b9f",    // e2e_secret_test.cc: the same for its own server
+    "names-kube-token-4f8a2c",  // e2e_names_test.cc: the same for its ConfigMap test
 };
 
 // Standard base64 with padding.
