@@ -15,7 +15,6 @@ PrePuller::PrePuller(ImageService& images, relay::EventLoop& loop, relay::Upstre
 
 PrePuller::~PrePuller() {
   *alive_ = false;
-  if (check_timer_ != 0) loop_.Cancel(check_timer_);
   for (auto& [image, entry] : entries_) {
     if (entry.timer != 0) loop_.Cancel(entry.timer);
   }
@@ -37,6 +36,10 @@ void PrePuller::Start() {
   CheckList();
 }
 
+void PrePuller::OnConfigChanged() {
+  CheckList();
+}
+
 std::vector<PrePuller::Status> PrePuller::Snapshot() const {
   std::lock_guard lock(mutex_);
   std::vector<Status> out;
@@ -53,9 +56,6 @@ void PrePuller::CheckList() {
     // stands between a fixed configuration and the image.
     RetryFailedNow();
   }
-  check_timer_ = loop_.AddTimer(timing_.check_list, [this, alive = std::weak_ptr(alive_)] {
-    if (alive.lock()) CheckList();
-  });
 }
 
 void PrePuller::Sync(const std::vector<std::string>& images) {

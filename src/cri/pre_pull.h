@@ -3,9 +3,9 @@
 // (ImageService::EnsurePresent: policy, rewrite, credentials, order, failover, naming). Images
 // already present are skipped; a failure is retried with backoff; present images are checked
 // again now and then, so one removed by hand or by garbage collection comes back; a change of the
-// configuration retries failed images at once (one the policy refused waits for that). Nothing here
-// delays serving: it all runs as timers and callbacks on the loop. Every state change is logged,
-// and the states are kept for the metrics.
+// configuration retries failed images at once (one the policy refused waits for that). Nothing
+// here delays serving: it all runs as timers and callbacks on the loop, and nothing wakes it while
+// it has nothing to do. Every state change is logged, and the states are kept for the metrics.
 //
 // Loop thread, except Snapshot (any thread).
 #pragma once
@@ -34,7 +34,6 @@ class PrePuller {
     std::string reason;  // kFailed: OwnPullResult::reason
   };
   struct Timing {
-    std::chrono::milliseconds check_list = std::chrono::seconds(1);  // how often the list is read
     std::chrono::milliseconds first_retry = std::chrono::seconds(5);
     std::chrono::milliseconds longest_retry = std::chrono::minutes(5);
     std::chrono::milliseconds recheck_present = std::chrono::minutes(10);
@@ -50,8 +49,11 @@ class PrePuller {
   PrePuller(const PrePuller&) = delete;
   PrePuller& operator=(const PrePuller&) = delete;
 
-  // Reads the list now and then every `check_list`.
+  // Reads the list now.
   void Start();
+  // A new configuration was published: the list, and what failed images wait for, may have
+  // changed. Called on the loop.
+  void OnConfigChanged();
   // The images listed now, each with its state. Any thread.
   std::vector<Status> Snapshot() const;
 
@@ -84,7 +86,6 @@ class PrePuller {
   config::ConfigPtr seen_;  // the snapshot the list was last read from
   std::vector<std::string> listed_;
   uint64_t generation_ = 0;
-  relay::EventLoop::TimerId check_timer_ = 0;
   // Callbacks hold a weak reference: after destruction they do nothing.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 

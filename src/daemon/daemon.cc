@@ -295,6 +295,8 @@ int Run(const Options& options) {
         error);
   }
 
+  // prePull runs on the loop, after the socket serves: it never delays serving or readiness.
+  cri::PrePuller pre_pull(images, loop, server.upstream(), [&store] { return store.Get(); });
   // Reloads read files and talk to the API server: on the sources' own thread, never the loop.
   ConfigSources sources(
       {.config_path = options.config_path,
@@ -302,16 +304,16 @@ int Run(const Options& options) {
        .force_debug = options.debug,
        .on_requested_reload_done = [&loop] { loop.Post([] { NotifySystemd("READY=1"); }); },
        .on_published =
-           [&loop, &images, &server] {
-             loop.Post(
-                 [&loop, &images, &server] { images.OnConfigChanged(loop, server.upstream()); });
+           [&loop, &images, &server, &pre_pull] {
+             loop.Post([&loop, &images, &server, &pre_pull] {
+               images.OnConfigChanged(loop, server.upstream());
+               pre_pull.OnConfigChanged();
+             });
            }},
       store);
   AddStateCollectors(metrics, store, health, sources);
   WatchRuntime(loop, server, metrics);
   loop.AddTimer(0ms, [&] { images.DetectRuntime(loop, server.upstream()); });
-  // prePull runs on the loop, after the socket serves: it never delays serving or readiness.
-  cri::PrePuller pre_pull(images, loop, server.upstream(), [&store] { return store.Get(); });
   metrics.AddCollector([&pre_pull](std::string& out) {
     PrometheusText text(out);
     text.Family("image_cri_shim_prepull_state", "gauge",

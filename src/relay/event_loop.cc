@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 
 namespace shim::relay {
 
@@ -106,10 +107,13 @@ void EventLoop::Wake() {
 
 int EventLoop::NextTimeoutMs(std::chrono::milliseconds cap) const {
   if (!deferred_.empty()) return 0;
-  if (timers_.empty()) return static_cast<int>(cap.count());
+  if (timers_.empty())
+    return cap < std::chrono::milliseconds(0) ? -1 : static_cast<int>(cap.count());
   auto wait = std::chrono::ceil<std::chrono::milliseconds>(timers_.begin()->first - Now());
   if (wait.count() < 0) return 0;
-  return static_cast<int>(std::min(wait, cap).count());
+  if (cap >= std::chrono::milliseconds(0)) wait = std::min(wait, cap);
+  // epoll_wait takes an int of milliseconds: a timer days away is waited for in steps.
+  return static_cast<int>(std::min<long long>(wait.count(), std::numeric_limits<int>::max()));
 }
 
 void EventLoop::RunTimers() {
@@ -146,7 +150,7 @@ void EventLoop::RunOnce(std::chrono::milliseconds max_wait) {
 }
 
 void EventLoop::Run() {
-  while (!stopping_) RunOnce(std::chrono::milliseconds(1000));
+  while (!stopping_) RunOnce(kUntilEvent);
 }
 
 }  // namespace shim::relay

@@ -43,11 +43,13 @@ class EventLoop {
   // Thread-safe: runs `task` on the loop thread soon.
   void Post(std::function<void()> task);
 
-  // Runs turns until Stop(). Thread-safe Stop() may come from any thread.
+  // Runs turns until Stop(). Thread-safe Stop() may come from any thread. An idle loop sleeps
+  // until its next timer or event: Stop() and Post() wake it, nothing polls.
   void Run();
   void Stop();
-  // One turn: waits at most `max_wait` for events. For tests.
+  // One turn: waits at most `max_wait` for events (kUntilEvent: until a timer or an event).
   void RunOnce(std::chrono::milliseconds max_wait);
+  static constexpr std::chrono::milliseconds kUntilEvent{-1};
 
   Clock::time_point Now() const { return Clock::now(); }
 

@@ -279,7 +279,7 @@ pid_t FindPid(const std::string& needle) {
 
 // VmRSS of `pid` in KiB.
 long RssKib(pid_t pid) {
-  return ProcStatusKib(pid, "VmRSS");
+  return ProcStatusField(pid, "VmRSS");
 }
 
 // User plus system CPU time of every thread of `pid`.
@@ -1225,20 +1225,20 @@ TEST_F(FaultsE2E, MemoryOfAFloodIsGivenBackOnceItIsOver) {
   ASSERT_TRUE(warm_up.Connect(10s));
   ASSERT_EQ(warm_up.RunAll(BurstCalls(20), 30s).Ok(), 20);
   std::this_thread::sleep_for(300ms);
-  before = ProcStatusKib(shim_pid_, "RssAnon");
+  before = ProcStatusField(shim_pid_, "RssAnon");
   {
     CriAsyncClient flood(shim_->Socket(), kConnections);
     ASSERT_TRUE(flood.Connect(10s));
     for (int i = 0; i < 3; ++i) {
       auto result = flood.RunAll(calls, 60s);
       ASSERT_EQ(result.Ok(), kCalls) << Summary(result);
-      peak = std::max(peak, ProcStatusKib(shim_pid_, "RssAnon"));
+      peak = std::max(peak, ProcStatusField(shim_pid_, "RssAnon"));
     }
   }
   long now = 0;
   bool given_back = WaitUntil(
       [&] {
-        now = ProcStatusKib(shim_pid_, "RssAnon");
+        now = ProcStatusField(shim_pid_, "RssAnon");
         return now <= before + std::min(2048L, (peak - before) / 2);
       },
       15s, 100ms);

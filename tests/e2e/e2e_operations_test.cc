@@ -830,7 +830,7 @@ TEST_F(OperationsE2E, PagesOnlyStartUpTouchedAreReleased) {
   CriClient client(socket_);
   cri::VersionResponse version;
   ASSERT_TRUE(client.Version("v1", &version, kQuick).ok());
-  const long before = ProcStatusKib(shim.pid(), "RssFile");
+  const long before = ProcStatusField(shim.pid(), "RssFile");
   std::smatch match;
   const std::regex released_line("start-up pages released mappings=(\\d+) resident_kib=(\\d+)");
   std::string log;
@@ -842,7 +842,7 @@ TEST_F(OperationsE2E, PagesOnlyStartUpTouchedAreReleased) {
       10s, 100ms))
       << "no release logged:\n"
       << TailLines(log);
-  const long after = ProcStatusKib(shim.pid(), "RssFile");
+  const long after = ProcStatusField(shim.pid(), "RssFile");
   const long released_kib = std::stol(match[2].str());
   EXPECT_GT(std::stol(match[1].str()), 0);
   EXPECT_GT(released_kib, 2048) << "start-up leaves more than 2 MiB of code mapped";
@@ -859,7 +859,28 @@ TEST_F(OperationsE2E, PagesOnlyStartUpTouchedAreReleased) {
   EXPECT_TRUE(shim.Running());
   std::cout << "[figures] RssFile " << before << " KiB before the release, " << after
             << " KiB after (" << released_kib << " KiB released), "
-            << ProcStatusKib(shim.pid(), "RssFile") << " KiB after a pull and status calls\n";
+            << ProcStatusField(shim.pid(), "RssFile") << " KiB after a pull and status calls\n";
+}
+
+// An idle shim leaves the node alone: its event loop (the main thread) wakes only for the
+// runtime check every 5 s, not to look for configuration changes, which it is told of. Counted as
+// the loop thread's voluntary context switches (one per wake-up from epoll_wait) over 10 s.
+TEST_F(OperationsE2E, AnIdleLoopWakesOnlyForTheRuntimeCheck) {
+  ShimProcess& shim = NewShim({});
+  shim.Start();
+  CriClient client(socket_);
+  cri::VersionResponse version;
+  ASSERT_TRUE(client.Version("v1", &version, kQuick).ok());
+  // Past the start-up page release (2 s after the start), which wakes the loop once.
+  ASSERT_TRUE(
+      WaitUntil([&] { return Contains(shim.Log(), "start-up pages released"); }, 10s, 100ms))
+      << TailLines(shim.Log());
+  const long before = ProcStatusField(shim.pid(), "voluntary_ctxt_switches");
+  std::this_thread::sleep_for(10s);
+  const long wakes = ProcStatusField(shim.pid(), "voluntary_ctxt_switches") - before;
+  EXPECT_LE(wakes, 4) << "the idle loop woke " << wakes << " times in 10 s";
+  EXPECT_TRUE(client.Version("v1", &version, kQuick).ok());
+  std::cout << "[figures] idle loop wake-ups in 10 s: " << wakes << "\n";
 }
 
 // ---- Logs -------------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ std::string ReadFileIfExists(const std::string& path) {
   return out.str();
 }
 
-long ProcStatusKib(int pid, const std::string& field) {
+long ProcStatusField(int pid, const std::string& field) {
   std::istringstream status(ReadFileIfExists("/proc/" + std::to_string(pid) + "/status"));
   for (std::string line; std::getline(status, line);) {
     if (line.starts_with(field + ":")) return std::stol(line.substr(field.size() + 1));

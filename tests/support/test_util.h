@@ -21,8 +21,9 @@ int FreeLoopbackPort();
 std::string ReadFile(const std::string& path);
 // Whole file, or "" when it does not exist or cannot be read (logs that may not be there yet).
 std::string ReadFileIfExists(const std::string& path);
-// A KiB field of /proc/PID/status ("VmRSS", "RssAnon", "RssFile"); -1 when unreadable.
-long ProcStatusKib(int pid, const std::string& field);
+// The number of a field of /proc/PID/status: KiB for "VmRSS", "RssAnon", "RssFile"; a count
+// for "voluntary_ctxt_switches" (of the main thread). -1 when unreadable.
+long ProcStatusField(int pid, const std::string& field);
 // Writes (truncates) the file with the given mode; throws naming the path on failure.
 void WriteFile(const std::string& path, std::string_view content, unsigned mode = 0644);
 
