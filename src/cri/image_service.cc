@@ -240,10 +240,16 @@ std::shared_ptr<ImageService::PullAttempt> ImageService::JoinOrStart(
     const image::Reference& reference, pb::PullImageRequest request, PullParams params,
     bool* started) {
   const std::string pod_namespace = request.sandbox_config().metadata().namespace_();
-  // Same image, same pod namespace (which decides the candidates) and same caller credentials:
-  // the same pull. Credentials stay in memory only.
-  std::string key =
-      reference.String() + '\n' + pod_namespace + '\n' + request.auth().SerializeAsString();
+  std::vector<image::Candidate> candidates =
+      image::Rewrite(reference, *params.config, image::PullScope::ForPod(pod_namespace));
+  // Same image, same candidates (the pod's namespace matters only through them: pods of every
+  // namespace share a pull where no registry has `namespaces`) and same caller credentials: the
+  // same pull. Credentials stay in memory only.
+  std::string key = reference.String() + '\n';
+  for (const image::Candidate& candidate : candidates) {
+    key += std::to_string(candidate.registry_index) + ',';
+  }
+  key += '\n' + request.auth().SerializeAsString();
   auto [it, inserted] = pulls_.try_emplace(key);
   *started = inserted;
   if (!inserted) {
@@ -263,7 +269,7 @@ std::shared_ptr<ImageService::PullAttempt> ImageService::JoinOrStart(
   attempt->request = std::move(request);
   attempt->config = std::move(params.config);
   const config::Config& config = *attempt->config;
-  attempt->candidates = image::Rewrite(reference, config, image::PullScope::ForPod(pod_namespace));
+  attempt->candidates = std::move(candidates);
   if (health_ != nullptr) {
     // Registries known to be down go last: still tried if nothing else works.
     std::stable_partition(

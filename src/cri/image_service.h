@@ -97,7 +97,7 @@ class ImageService final : public relay::Interceptor {
   // The policy's refusal of `reference`, counted and logged (once a minute per image).
   std::optional<image::Refusal> Refused(const image::Reference& reference,
                                         const config::Config& config);
-  // The attempt under way for the same image, pod namespace and credentials, or a new one
+  // The attempt under way for the same image, candidates and credentials, or a new one
   // (`*started`: the caller must then TryNextCandidate it).
   std::shared_ptr<PullAttempt> JoinOrStart(const image::Reference& reference,
                                            imagecrishim::cri::PullImageRequest request,

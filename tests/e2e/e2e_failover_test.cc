@@ -221,6 +221,29 @@ TEST_F(FailoverE2E, ConcurrentPullsOfOneImageMakeOneAttempt) {
   EXPECT_EQ(primary_->CountRequests("HEAD", "/v2/library/fo-many/manifests/1", 200), 1);
 }
 
+// Pods in different namespaces that get the same registries (none has `namespaces` here) want
+// the same pull: theirs join one attempt too.
+TEST_F(FailoverE2E, ConcurrentPullsForPodsOfSeveralNamespacesMakeOneAttempt) {
+  auto image = PushImage(*primary_, "library/fo-pods:1");
+  StartShim();
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (const char* pod_namespace : {"default", "web", "kube-system", "batch"}) {
+    threads.emplace_back([&, pod_namespace] {
+      CriClient client(shim_->Socket());
+      std::string ref;
+      if (client.PullImageForPod("fo-pods:1", pod_namespace, nullptr, &ref).ok() &&
+          ref == image.image_id) {
+        ok++;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 4);
+  EXPECT_EQ(primary_->CountRequests("HEAD", "/v2/library/fo-pods/manifests/1", 200), 1)
+      << TailLines(shim_->Log());
+}
+
 TEST_F(FailoverE2E, CallerCancelStopsTheFailover) {
   PushImage(*backup_, "library/fo-cancel:1");
   SilentServer silent;

@@ -116,18 +116,12 @@ class PolicyE2E : public ::testing::Test {
   // kubelet's pull for a pod in `pod_namespace` ("" = no sandbox config, as crictl without
   // --pod-config). The image id, or the error as "CODE: message".
   std::string Pull(const std::string& image, const std::string& pod_namespace) {
-    cri::PullImageRequest request;
-    request.mutable_image()->set_image(image);
-    if (!pod_namespace.empty()) {
-      auto* metadata = request.mutable_sandbox_config()->mutable_metadata();
-      metadata->set_name("pod-1");
-      metadata->set_uid("uid-1");
-      metadata->set_namespace_(pod_namespace);
-    }
-    cri::PullImageResponse response;
-    grpc::Status status = client_->Call(client_->ImagePath("PullImage"), request, &response, kPull);
-    if (!status.ok()) return Describe(status);
-    return response.image_ref();
+    std::string image_ref;
+    grpc::Status status =
+        pod_namespace.empty()
+            ? client_->PullImage(image, nullptr, &image_ref, kPull)
+            : client_->PullImageForPod(image, pod_namespace, nullptr, &image_ref, kPull);
+    return status.ok() ? image_ref : Describe(status);
   }
 
   // Requests for `repo`'s manifests (any tag, GET or HEAD) that `registry` logged.

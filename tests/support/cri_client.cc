@@ -128,15 +128,35 @@ grpc::Status CriClient::Version(const std::string& api, cri::VersionResponse* re
   return Call("/runtime." + api + ".RuntimeService/Version", request, response, options);
 }
 
+namespace {
+grpc::Status Pull(CriClient& client, const cri::PullImageRequest& request, std::string* image_ref,
+                  const CallOptions& options) {
+  cri::PullImageResponse response;
+  grpc::Status status = client.Call(client.ImagePath("PullImage"), request, &response, options);
+  if (image_ref != nullptr) *image_ref = status.ok() ? response.image_ref() : "";
+  return status;
+}
+}  // namespace
+
 grpc::Status CriClient::PullImage(const std::string& image, const cri::AuthConfig* auth,
                                   std::string* image_ref, const CallOptions& options) {
   cri::PullImageRequest request;
   request.mutable_image()->set_image(image);
   if (auth != nullptr) *request.mutable_auth() = *auth;
-  cri::PullImageResponse response;
-  grpc::Status status = Call(ImagePath("PullImage"), request, &response, options);
-  if (image_ref != nullptr) *image_ref = status.ok() ? response.image_ref() : "";
-  return status;
+  return Pull(*this, request, image_ref, options);
+}
+
+grpc::Status CriClient::PullImageForPod(const std::string& image, const std::string& pod_namespace,
+                                        const cri::AuthConfig* auth, std::string* image_ref,
+                                        const CallOptions& options) {
+  cri::PullImageRequest request;
+  request.mutable_image()->set_image(image);
+  if (auth != nullptr) *request.mutable_auth() = *auth;
+  auto* metadata = request.mutable_sandbox_config()->mutable_metadata();
+  metadata->set_name("pod-1");
+  metadata->set_uid("uid-1");
+  metadata->set_namespace_(pod_namespace);
+  return Pull(*this, request, image_ref, options);
 }
 
 grpc::Status CriClient::ImageStatus(const std::string& image, cri::ImageStatusResponse* response,

@@ -70,6 +70,10 @@ class CriClient {
   // ImageService calls over api(). `auth` nullptr = no credentials.
   grpc::Status PullImage(const std::string& image, const cri::AuthConfig* auth,
                          std::string* image_ref = nullptr, const CallOptions& options = {});
+  // The pull kubelet makes for a pod in `pod_namespace`: with the pod's sandbox config.
+  grpc::Status PullImageForPod(const std::string& image, const std::string& pod_namespace,
+                               const cri::AuthConfig* auth, std::string* image_ref = nullptr,
+                               const CallOptions& options = {});
   grpc::Status ImageStatus(const std::string& image, cri::ImageStatusResponse* response,
                            const CallOptions& options = {});
   // `filter` "" lists every image.
