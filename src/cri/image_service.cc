@@ -804,12 +804,16 @@ void ImageService::Status(std::shared_ptr<InterceptedCall> call, std::string_vie
                                ReplyPinned<pb::ImageStatusResponse>(*call, answer, config->pin);
                              });
   }
-  if (auto reference = image::ParseReference(given);
-      reference.ok() && image::OnNamespaceScopedRegistry(*reference, *config)) {
-    // A status call names no pod, and what a tenant's registry holds is for that tenant's pods
-    // only: "absent" makes kubelet pull, and the pull, which names the pod, decides.
-    spdlog::debug("status {}: on a registry with namespaces, absent until a pod's pull", given);
-    return call->ReplyMessage(pb::ImageStatusResponse().SerializeAsString());
+  // A status call names no pod, and what a tenant's registry holds is for that tenant's pods
+  // only: "absent" makes kubelet pull, and the pull, which names the pod, decides. (The name is
+  // parsed for it only when some registry has `namespaces`: this call precedes every container
+  // start.)
+  if (config->AnyRegistryHasNamespaces()) {
+    if (auto reference = image::ParseReference(given);
+        reference.ok() && image::OnNamespaceScopedRegistry(*reference, *config)) {
+      spdlog::debug("status {}: on a registry with namespaces, absent until a pod's pull", given);
+      return call->ReplyMessage(pb::ImageStatusResponse().SerializeAsString());
+    }
   }
   auto start = std::chrono::steady_clock::now();
   if (config->image_names == config::ImageNames::kRequested) {
@@ -858,14 +862,17 @@ void ImageService::StatusAnswered(InterceptedCall& call, const std::string& requ
                                   const UnaryResult& answer) {
   auto took = std::chrono::steady_clock::now() - start;
   // Kubelet asks for the status of an image before every container start: an answer is
-  // routine (debug); only a failed lookup is worth a line at the default level.
-  if (stored) {
-    spdlog::debug("status {} -> {}: present {}", requested, *stored, Millis(took));
-  } else if (answer.ok()) {
-    spdlog::debug("status {}: absent {}", requested, Millis(took));
-  } else {
+  // routine (debug); only a failed lookup is worth a line at the default level. (Debug is
+  // checked first: the duration would be formatted even for a line that is not written.)
+  if (!answer.ok()) {
     spdlog::info("status {}: {} {} error={}", requested, relay::GrpcCodeName(answer.code),
                  Millis(took), log::Quoted(Shorten(answer.message)));
+  } else if (log::DebugEnabled()) {
+    if (stored) {
+      spdlog::debug("status {} -> {}: present {}", requested, *stored, Millis(took));
+    } else {
+      spdlog::debug("status {}: absent {}", requested, Millis(took));
+    }
   }
   ReplyPinned<pb::ImageStatusResponse>(call, answer, pin);
 }
