@@ -101,9 +101,10 @@ std::function<std::string(const std::string&)> PlainStatusRequest() {
 }  // namespace
 
 struct ImageService::PullAttempt {
-  std::string key;        // in pulls_
-  std::string requested;  // as the first caller sent it
-  std::string reference;  // normalised, for ImageLocations
+  std::string key;          // in pulls_
+  std::string requested;    // as the first caller sent it
+  std::string reference;    // normalised, for ImageLocations
+  std::string record_name;  // the runtime's record naming it (image_names.h RecordNameOf)
   std::string path;
   std::string status_path;  // ImageStatus in the caller's API version
   relay::Headers headers;   // the first caller's, for the runtime calls
@@ -261,6 +262,7 @@ std::shared_ptr<ImageService::PullAttempt> ImageService::JoinOrStart(
   attempt->key = key;
   attempt->requested = std::move(params.requested);
   attempt->reference = reference.String();
+  attempt->record_name = RecordNameOf(reference);
   attempt->path = std::move(params.path);
   attempt->status_path = std::move(params.status_path);
   attempt->headers = std::move(params.headers);
@@ -480,10 +482,7 @@ std::optional<RenameJob> ImageService::RenameFor(const PullAttempt& attempt,
     WantedBy wanted = WantedBy::kNobody;
     for (const auto& [key, other] : pulls_) {
       if (other.get() == self) continue;
-      if (auto asked = image::ParseReference(other->reference);
-          asked.ok() && RecordNameOf(*asked) == name) {
-        return WantedBy::kAskedFor;
-      }
+      if (other->record_name == name) return WantedBy::kAskedFor;
       // A pull the runtime is still making of the same repository creates records under these
       // names and reads them back before it answers: one deleted in between fails that pull
       // with NOT_FOUND (seen with concurrent pulls of one image under other credentials). The

@@ -107,11 +107,11 @@ void EventLoop::Wake() {
 
 int EventLoop::NextTimeoutMs(std::chrono::milliseconds cap) const {
   if (!deferred_.empty()) return 0;
-  if (timers_.empty())
-    return cap < std::chrono::milliseconds(0) ? -1 : static_cast<int>(cap.count());
+  const bool capped = cap != kUntilEvent;
+  if (timers_.empty()) return capped ? static_cast<int>(cap.count()) : -1;
   auto wait = std::chrono::ceil<std::chrono::milliseconds>(timers_.begin()->first - Now());
   if (wait.count() < 0) return 0;
-  if (cap >= std::chrono::milliseconds(0)) wait = std::min(wait, cap);
+  if (capped) wait = std::min(wait, cap);
   // epoll_wait takes an int of milliseconds: a timer days away is waited for in steps.
   return static_cast<int>(std::min<long long>(wait.count(), std::numeric_limits<int>::max()));
 }
