@@ -100,12 +100,7 @@ class FailoverE2E : public ::testing::Test {
     return direct_->PulledAs("docker.io/" + path) == registry_name;
   }
 
-  int CountLog(const std::string& needle) {
-    std::string log = shim_->Log();
-    int n = 0;
-    for (size_t at = log.find(needle); at != std::string::npos; at = log.find(needle, at + 1)) ++n;
-    return n;
-  }
+  int CountLog(const std::string& needle) { return CountOccurrences(shim_->Log(), needle); }
 
   static Registry* primary_;
   static Registry* backup_;

@@ -144,16 +144,7 @@ class NamesE2E : public ::testing::Test {
   // Waits until the shim's log holds `text` `times` times.
   static bool LogHas(ShimProcess& shim, const std::string& text, int times = 1,
                      std::chrono::milliseconds timeout = seconds(10)) {
-    return WaitUntil(
-        [&] {
-          std::string log = shim.Log();
-          int found = 0;
-          for (size_t at = log.find(text); at != std::string::npos; at = log.find(text, at + 1)) {
-            ++found;
-          }
-          return found >= times;
-        },
-        timeout);
+    return WaitUntil([&] { return CountOccurrences(shim.Log(), text) >= times; }, timeout);
   }
 
   // containerd's own CRI view of `name` (or id): the image, or nullopt when absent.

@@ -44,12 +44,6 @@ bool Contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
 
-int Count(const std::string& text, const std::string& part) {
-  int n = 0;
-  for (size_t at = text.find(part); at != std::string::npos; at = text.find(part, at + 1)) ++n;
-  return n;
-}
-
 class PolicyE2E : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -299,7 +293,8 @@ TEST_F(PolicyE2E, DeniedAndUnallowedImagesAreRefusedBeforeAnyRegistry) {
       Contains(metrics, "image_cri_shim_pulls_refused_total{rule=\"deny:docker.io/blocked/\"} 3"))
       << metrics;
   EXPECT_TRUE(Contains(metrics, "image_cri_shim_pulls_refused_total{rule=\"allow\"} 1")) << metrics;
-  EXPECT_EQ(Count(shim_->Log(), "pull docker.io/blocked/app:1 refused by the node's pull policy"),
+  EXPECT_EQ(CountOccurrences(shim_->Log(),
+                             "pull docker.io/blocked/app:1 refused by the node's pull policy"),
             1)
       << TailLines(shim_->Log());
 }
@@ -415,7 +410,7 @@ TEST_F(PolicyE2E, ARefusedPrePullWaitsForTheConfigurationToChange) {
       << Metrics();
   // Longer than the first retry of a failure (5 s, +20%): nothing is tried again.
   std::this_thread::sleep_for(seconds(7));
-  EXPECT_EQ(Count(shim_->Log(), refused_line), 1) << TailLines(shim_->Log());
+  EXPECT_EQ(CountOccurrences(shim_->Log(), refused_line), 1) << TailLines(shim_->Log());
   EXPECT_TRUE(Contains(Metrics(),
                        "image_cri_shim_pulls_refused_total{rule=\"deny:docker.io/platform/\"} 1"));
   EXPECT_EQ(ManifestRequests(*s_, "platform/gated", "1"), 0);

@@ -106,6 +106,12 @@ bool UnixSocketAccepts(const std::string& path) {
   return ok;
 }
 
+int CountOccurrences(std::string_view text, std::string_view part) {
+  int n = 0;
+  for (size_t at = text.find(part); at != std::string_view::npos; at = text.find(part, at + 1)) ++n;
+  return n;
+}
+
 std::string TailLines(const std::string& text, int lines) {
   size_t pos = text.size();
   if (pos > 0 && text[pos - 1] == '\n') --pos;

@@ -46,6 +46,8 @@ HttpAnswer HttpGet(int port, const std::string& path);
 
 // The last `lines` lines of `text`, for error messages that quote a log.
 std::string TailLines(const std::string& text, int lines = 30);
+// How often `part` occurs in `text` (overlapping occurrences count): log lines, requests.
+int CountOccurrences(std::string_view text, std::string_view part);
 
 // Where temporary directories go: $SHIM_TEST_TMPDIR when set (sandbox.sh sets it to a directory
 // it removes at the end, so a crashed or killed test leaves nothing), else /tmp.
