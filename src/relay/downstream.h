@@ -1,4 +1,4 @@
-// The kubelet side: one HTTP/2 server session per accepted connection. Each new request is
+// The kubelet side: the server end of each accepted connection. Each new request is
 // handed to a StreamFactory, which decides whether it is relayed or intercepted.
 //
 // Loop thread only.
@@ -48,11 +48,12 @@ class DownstreamConnection : public Http2Connection {
   void OnClosed(const std::string& reason) override;
 
  private:
-  static int OnFrameRecv(nghttp2_session*, const nghttp2_frame*, void*);
-  static int OnDataChunk(nghttp2_session*, uint8_t, int32_t, const uint8_t*, size_t, void*);
-  static int OnStreamClose(nghttp2_session*, int32_t, uint32_t, void*);
-  static ssize_t ReadResponseBody(nghttp2_session*, int32_t, uint8_t*, size_t, uint32_t*,
-                                  nghttp2_data_source*, void*);
+  void OnPrefaceReceived() override;
+  void OnHeaderBlock(int32_t stream_id, bool first, Headers headers, bool end_stream) override;
+  void OnData(int32_t stream_id, const uint8_t* data, size_t n) override;
+  void OnEndStream(int32_t stream_id) override;
+  void OnStreamClosed(int32_t stream_id, uint32_t error_code) override;
+  ssize_t ReadBody(int32_t stream_id, uint8_t* buf, size_t length, uint32_t* data_flags) override;
 
   std::shared_ptr<ServerStream> Find(int32_t stream_id);
 

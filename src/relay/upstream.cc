@@ -13,33 +13,9 @@
 
 namespace shim::relay {
 
-namespace {
-UpstreamConnection* Self(void* user_data) {
-  return static_cast<UpstreamConnection*>(static_cast<Http2Connection*>(user_data));
-}
-}  // namespace
-
 UpstreamConnection::UpstreamConnection(EventLoop& loop, int fd, std::string name)
-    : Http2Connection(loop, fd, std::move(name)) {
-  nghttp2_session_callbacks* cb;
-  nghttp2_session_callbacks_new(&cb);
-  nghttp2_session_callbacks_set_on_begin_headers_callback(cb, OnBeginHeaders);
-  nghttp2_session_callbacks_set_on_header_callback(cb, OnHeader);
-  nghttp2_session_callbacks_set_on_frame_recv_callback(cb, OnFrameRecv);
-  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, OnDataChunk);
-  nghttp2_session_callbacks_set_on_stream_close_callback(cb, OnStreamClose);
-  nghttp2_option* option = NewRelayOptions();
-  nghttp2_session_client_new2(&session_, cb, static_cast<Http2Connection*>(this), option);
-  nghttp2_option_del(option);
-  nghttp2_session_callbacks_del(cb);
-
-  nghttp2_settings_entry settings[] = {
-      {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
-      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, kStreamWindow},
-  };
-  nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, std::size(settings));
-  nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0, kConnectionWindow);
-  Start();
+    : Http2Connection(loop, fd, std::move(name), Role::kClient) {
+  Start({{NGHTTP2_SETTINGS_ENABLE_PUSH, 0}, {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, kStreamWindow}});
 }
 
 UpstreamConnection::~UpstreamConnection() = default;
@@ -47,15 +23,12 @@ UpstreamConnection::~UpstreamConnection() = default;
 int32_t UpstreamConnection::Submit(const Headers& headers, std::shared_ptr<UpstreamStream> stream,
                                    bool end_stream) {
   if (!accepting()) return NGHTTP2_ERR_START_STREAM_NOT_ALLOWED;
-  auto nv = ToNv(headers);
-  nghttp2_data_provider provider{};
-  provider.read_callback = ReadRequestBody;
-  int32_t id = nghttp2_submit_request(session_, nullptr, nv.data(), nv.size(),
-                                      end_stream ? nullptr : &provider, nullptr);
-  if (id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE) draining_ = true;
-  if (id < 0) return id;
+  int32_t id = OpenStream(headers, end_stream);
+  if (id < 0) {
+    draining_ = true;
+    return NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE;
+  }
   streams_.emplace(id, std::move(stream));
-  ScheduleFlush();
   return id;
 }
 
@@ -81,66 +54,50 @@ void UpstreamConnection::OnClosed(const std::string& reason) {
   for (auto& [id, stream] : streams) stream->OnUpstreamClosed(NGHTTP2_INTERNAL_ERROR, reason);
 }
 
-int UpstreamConnection::OnFrameRecv(nghttp2_session*, const nghttp2_frame* frame, void* user_data) {
-  auto* self = Self(user_data);
-  switch (frame->hd.type) {
-    case NGHTTP2_HEADERS: {
-      auto stream = self->Find(frame->hd.stream_id);
-      if (!stream) break;
-      bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
-      if (frame->headers.cat == NGHTTP2_HCAT_RESPONSE) {
-        stream->OnResponseHeaders(self->TakeHeaders(), end);
-      } else if (end) {
-        stream->OnResponseTrailers(self->TakeHeaders());
-      }
-      break;
-    }
-    case NGHTTP2_GOAWAY:
-      // Calls above last_stream_id are refused through OnStreamClose; the rest finish here.
-      self->draining_ = true;
-      spdlog::debug("runtime sent GOAWAY conn={} last_stream={} code={}", self->name(),
-                    frame->goaway.last_stream_id, frame->goaway.error_code);
-      break;
-    case NGHTTP2_PING:
-      if (!(frame->hd.flags & NGHTTP2_FLAG_ACK)) self->DeferPingAck(frame->ping.opaque_data);
-      break;
-    default:
-      break;
-  }
-  return 0;
+void UpstreamConnection::OnPeerGoAway(int32_t last_stream_id, uint32_t error_code) {
+  // Calls above last_stream_id are refused through OnStreamClosed; the rest finish here.
+  draining_ = true;
+  spdlog::debug("runtime sent GOAWAY conn={} last_stream={} code={}", name(), last_stream_id,
+                error_code);
 }
 
-int UpstreamConnection::OnDataChunk(nghttp2_session*, uint8_t, int32_t stream_id,
-                                    const uint8_t* data, size_t len, void* user_data) {
-  auto* self = Self(user_data);
-  auto stream = self->Find(stream_id);
+void UpstreamConnection::OnHeaderBlock(int32_t stream_id, bool first, Headers headers,
+                                       bool end_stream) {
+  auto stream = Find(stream_id);
+  if (!stream) return;
+  if (first) {
+    stream->OnResponseHeaders(std::move(headers), end_stream);
+  } else if (end_stream) {
+    stream->OnResponseTrailers(std::move(headers));
+  }
+}
+
+void UpstreamConnection::OnData(int32_t stream_id, const uint8_t* data, size_t n) {
+  auto stream = Find(stream_id);
   if (!stream) {
-    self->Consume(stream_id, len);  // nobody will pass it on: give the window back now
-    return 0;
+    Consume(stream_id, n);  // nobody will pass it on: give the window back now
+    return;
   }
-  stream->OnResponseData(data, len);
-  return 0;
+  stream->OnResponseData(data, n);
 }
 
-int UpstreamConnection::OnStreamClose(nghttp2_session*, int32_t stream_id, uint32_t error_code,
-                                      void* user_data) {
-  auto* self = Self(user_data);
-  auto it = self->streams_.find(stream_id);
-  if (it == self->streams_.end()) return 0;
+void UpstreamConnection::OnEndStream(int32_t) {}
+
+void UpstreamConnection::OnStreamClosed(int32_t stream_id, uint32_t error_code) {
+  auto it = streams_.find(stream_id);
+  if (it == streams_.end()) return;
   auto stream = std::move(it->second);
-  self->streams_.erase(it);
-  self->CloseIfDrained();
+  streams_.erase(it);
+  CloseIfDrained();
   stream->OnUpstreamClosed(error_code, error_code == NGHTTP2_NO_ERROR
                                            ? std::string()
                                            : std::string("runtime reset the stream: ") +
                                                  nghttp2_http2_strerror(error_code));
-  return 0;
 }
 
-ssize_t UpstreamConnection::ReadRequestBody(nghttp2_session*, int32_t stream_id, uint8_t* buf,
-                                            size_t length, uint32_t* data_flags,
-                                            nghttp2_data_source*, void* user_data) {
-  auto stream = Self(user_data)->Find(stream_id);
+ssize_t UpstreamConnection::ReadBody(int32_t stream_id, uint8_t* buf, size_t length,
+                                     uint32_t* data_flags) {
+  auto stream = Find(stream_id);
   if (!stream) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;  // resets a forgotten stream
   return stream->ReadRequest(buf, length, data_flags);
 }

@@ -9,12 +9,25 @@
 
 namespace shimtest {
 
+// Counts a call as in flight for its handler's lifetime.
+class InFlight {
+ public:
+  explicit InFlight(FakeRuntime::Counters& counters) : counters_(counters) {
+    ++counters_.in_flight;
+  }
+  ~InFlight() { --counters_.in_flight; }
+
+ private:
+  FakeRuntime::Counters& counters_;
+};
+
 class FakeRuntime::Service final : public Echo::Service {
  public:
   explicit Service(Counters& counters) : counters_(counters) {}
 
   grpc::Status Unary(grpc::ServerContext* context, const EchoMessage* request,
                      EchoMessage* reply) override {
+    InFlight in_flight(counters_);
     counters_.calls++;
     auto meta = context->client_metadata().find("x-test-meta");
     counters_.last_metadata_seen = meta != context->client_metadata().end() ? 1 : 0;
@@ -70,6 +83,7 @@ class FakeRuntime::Service final : public Echo::Service {
   }
 
   grpc::Status Hang(grpc::ServerContext* context, const EchoMessage*, EchoMessage*) override {
+    InFlight in_flight(counters_);
     counters_.calls++;
     for (int i = 0; i < 3000 && !context->IsCancelled(); ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -96,6 +110,10 @@ void FakeRuntime::Start() {
   builder.RegisterService(service_.get());
   builder.SetMaxReceiveMessageSize(16 << 20);
   builder.SetMaxSendMessageSize(16 << 20);
+  builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, 1 << 20);
+  if (max_concurrent_streams_ > 0) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, max_concurrent_streams_);
+  }
   server_ = builder.BuildAndStart();
 }
 

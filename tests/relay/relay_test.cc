@@ -11,10 +11,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <future>
 #include <optional>
 #include <thread>
@@ -23,6 +25,7 @@
 #include "echo_test.grpc.pb.h"
 #include "fake_runtime.h"
 #include "relay/event_loop.h"
+#include "relay/hpack.h"
 #include "relay/relay_server.h"
 #include "relay/unix_socket.h"
 
@@ -519,6 +522,388 @@ TEST_F(RelayTest, PingsAreAnsweredEvenWhenNothingElseIsSent) {
   EXPECT_EQ(*ack, "12345678");
   EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);
   close(fd);
+}
+
+// --- The relay's HTTP/2 at the frame level ---------------------------------------------------
+
+// One frame as it goes on the wire.
+std::string FrameBytes(uint8_t type, uint8_t flags, uint32_t stream_id, std::string_view payload) {
+  std::string out;
+  size_t n = payload.size();
+  for (uint32_t v : {static_cast<uint32_t>(n >> 16), static_cast<uint32_t>(n >> 8),
+                     static_cast<uint32_t>(n), uint32_t{type}, uint32_t{flags}, stream_id >> 24,
+                     stream_id >> 16, stream_id >> 8, stream_id}) {
+    out.push_back(static_cast<char>(v & 0xff));
+  }
+  out.append(payload);
+  return out;
+}
+
+std::string ClientPreface() {
+  return "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + FrameBytes(0x4, 0, 0, "");
+}
+
+struct Frame {
+  uint8_t type;
+  uint8_t flags;
+  uint32_t stream_id;
+  std::string payload;
+};
+
+// Every frame the shim sends on `fd` until it closes the connection (or 5 s pass, then
+// `closed` stays false).
+std::vector<Frame> ReadFramesUntilClosed(int fd, bool* closed) {
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string buffer;
+  char chunk[4096];
+  ssize_t n;
+  while ((n = read(fd, chunk, sizeof chunk)) > 0) buffer.append(chunk, static_cast<size_t>(n));
+  *closed = n == 0;
+  std::vector<Frame> frames;
+  size_t at = 0;
+  while (buffer.size() - at >= 9) {
+    auto b = reinterpret_cast<const unsigned char*>(buffer.data() + at);
+    size_t length = (size_t{b[0]} << 16) | (size_t{b[1]} << 8) | b[2];
+    if (buffer.size() - at < 9 + length) break;
+    uint32_t id =
+        (uint32_t{b[5]} << 24 | uint32_t{b[6]} << 16 | uint32_t{b[7]} << 8 | b[8]) & 0x7fffffff;
+    frames.push_back({b[3], b[4], id, buffer.substr(at + 9, length)});
+    at += 9 + length;
+  }
+  return frames;
+}
+
+uint32_t Read32(std::string_view bytes) {
+  auto b = reinterpret_cast<const unsigned char*>(bytes.data());
+  return uint32_t{b[0]} << 24 | uint32_t{b[1]} << 16 | uint32_t{b[2]} << 8 | b[3];
+}
+
+// The headers of a block, decoded by libnghttp2's decoder with its own table.
+shim::relay::Headers Decode(nghttp2_hd_inflater* inflater, std::string_view block) {
+  shim::relay::Headers headers;
+  auto in = reinterpret_cast<const uint8_t*>(block.data());
+  size_t left = block.size();
+  while (true) {
+    nghttp2_nv nv;
+    int flags = 0;
+    ssize_t n = nghttp2_hd_inflate_hd2(inflater, &nv, &flags, in, left, 1);
+    if (n < 0) {
+      ADD_FAILURE() << "undecodable header block: " << nghttp2_strerror(static_cast<int>(n));
+      return headers;
+    }
+    in += n;
+    left -= static_cast<size_t>(n);
+    if (flags & NGHTTP2_HD_INFLATE_EMIT) {
+      headers.push_back({std::string(reinterpret_cast<char*>(nv.name), nv.namelen),
+                         std::string(reinterpret_cast<char*>(nv.value), nv.valuelen)});
+    }
+    if (flags & NGHTTP2_HD_INFLATE_FINAL) break;
+    if (!(flags & NGHTTP2_HD_INFLATE_EMIT) && left == 0) break;
+  }
+  nghttp2_hd_inflate_end_headers(inflater);
+  return headers;
+}
+
+// What the shim sent on stream 1 of a raw connection.
+struct RawAnswer {
+  std::string body;  // DATA payloads
+  shim::relay::Headers trailers;
+  bool ended = false;  // HEADERS with END_STREAM came
+};
+
+// A client connection that writes raw bytes and reads the shim's answer on stream 1 frame by
+// frame, header blocks decoded.
+class RawClient {
+ public:
+  explicit RawClient(const std::string& socket) : fd_(RawConnect(socket)) {
+    nghttp2_hd_inflate_new(&inflater_);
+    timeval tv{5, 0};
+    if (fd_ >= 0) setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
+  ~RawClient() {
+    nghttp2_hd_inflate_del(inflater_);
+    if (fd_ >= 0) close(fd_);
+  }
+  bool connected() const { return fd_ >= 0; }
+  bool Send(const std::string& bytes) {
+    return write(fd_, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size());
+  }
+  // Reads into `answer` until `done` says so; false when the connection ended or nothing came
+  // for 5 s.
+  bool Read(RawAnswer& answer, const std::function<bool(const RawAnswer&)>& done) {
+    char chunk[4096];
+    while (!done(answer)) {
+      ssize_t n = read(fd_, chunk, sizeof chunk);
+      if (n <= 0) return false;
+      buffer_.append(chunk, static_cast<size_t>(n));
+      while (buffer_.size() >= 9) {
+        auto b = reinterpret_cast<const unsigned char*>(buffer_.data());
+        size_t length = (size_t{b[0]} << 16) | (size_t{b[1]} << 8) | b[2];
+        if (buffer_.size() < 9 + length) break;
+        std::string payload = buffer_.substr(9, length);
+        if (b[3] == 0x0 && b[8] == 1) answer.body += payload;
+        if (b[3] == 0x1) {
+          shim::relay::Headers headers = Decode(inflater_, payload);  // every block: HPACK
+          if (b[8] == 1 && (b[4] & 0x1)) {
+            answer.trailers = headers;
+            answer.ended = true;
+          }
+        }
+        buffer_.erase(0, 9 + length);
+      }
+    }
+    return true;
+  }
+
+ private:
+  int fd_;
+  std::string buffer_;
+  nghttp2_hd_inflater* inflater_ = nullptr;
+};
+
+// The gRPC body of one EchoMessage with `payload`.
+std::string EchoBody(const std::string& payload) {
+  EchoMessage request;
+  request.set_payload(payload);
+  std::string message = request.SerializeAsString();
+  std::string body(1, '\0');
+  for (int shift : {24, 16, 8, 0}) body.push_back(static_cast<char>(message.size() >> shift));
+  return body + message;
+}
+
+std::string RequestBlock(const std::string& path) {
+  std::string block;
+  shim::relay::EncodeHeaderBlock({{":method", "POST"},
+                                  {":scheme", "http"},
+                                  {":path", path},
+                                  {":authority", "localhost"},
+                                  {"content-type", "application/grpc"},
+                                  {"te", "trailers"}},
+                                 block);
+  return block;
+}
+
+TEST(Hpack, BlocksDecodeToTheSameHeadersWithAnyDecoder) {
+  shim::relay::Headers headers = {
+      {":method", "POST"},
+      {":scheme", "http"},
+      {":path", "/runtime.v1.RuntimeService/Version"},
+      {":authority", "/run/containerd/containerd.sock"},
+      {"content-type", "application/grpc"},
+      {"user-agent", "grpc-go/1.59.0"},
+      {"te", "trailers"},
+      {"grpc-timeout", "1999m"},
+      {":method", "GET"},
+      {":status", "200"},
+      {":status", "404"},
+      {"x-empty", ""},
+      {"x-long", std::string(300, 'v')},                 // a length past the 7-bit prefix
+      {std::string(200, 'n'), std::string(20000, 'w')},  // and past two more bytes
+  };
+  std::string block;
+  shim::relay::EncodeHeaderBlock(headers, block);
+  nghttp2_hd_inflater* inflater;
+  ASSERT_EQ(nghttp2_hd_inflate_new(&inflater), 0);
+  // Twice through one decoder: a block never leaves anything in the decoder's table that the
+  // next one relies on.
+  for (int round = 0; round < 2; ++round) {
+    shim::relay::Headers decoded = Decode(inflater, block);
+    ASSERT_EQ(decoded.size(), headers.size()) << "round " << round;
+    for (size_t i = 0; i < headers.size(); ++i) {
+      EXPECT_EQ(decoded[i].name, headers[i].name) << i;
+      EXPECT_EQ(decoded[i].value, headers[i].value) << i;
+    }
+    EXPECT_EQ(nghttp2_hd_inflate_get_num_table_entries(inflater), 61u)
+        << "the block added entries to the decoder's dynamic table";
+  }
+  nghttp2_hd_inflate_del(inflater);
+  // Static-table pairs take one byte each.
+  std::string post;
+  shim::relay::EncodeHeaderBlock({{":method", "POST"}, {":status", "200"}}, post);
+  EXPECT_EQ(post, "\x83\x88");
+}
+
+// A peer that breaks HTTP/2 gets a GOAWAY naming the error and loses its connection; the relay
+// goes on serving everyone else.
+TEST_F(RelayTest, ProtocolViolationsEndTheConnectionWithAGoAwayNamingTheError) {
+  std::string request_block;
+  shim::relay::EncodeHeaderBlock({{":method", "POST"}, {":path", "/shimtest.Echo/Unary"}},
+                                 request_block);
+  struct Case {
+    const char* what;
+    std::string bytes;  // after the preface
+    uint32_t code;
+  };
+  const Case cases[] = {
+      {"a frame over 16 KiB", FrameBytes(0x0, 0, 1, std::string(16385, 'x')),
+       NGHTTP2_FRAME_SIZE_ERROR},
+      {"PUSH_PROMISE from a client", FrameBytes(0x5, 0x4, 1, std::string("\0\0\0\x02", 4)),
+       NGHTTP2_PROTOCOL_ERROR},
+      {"DATA on a stream never opened", FrameBytes(0x0, 0, 7, "abc"), NGHTTP2_PROTOCOL_ERROR},
+      {"a stream with an even id", FrameBytes(0x1, 0x4, 2, request_block), NGHTTP2_PROTOCOL_ERROR},
+      {"an undecodable header block", FrameBytes(0x1, 0x4, 1, "\xff\xff\xff\xff\xff"),
+       NGHTTP2_COMPRESSION_ERROR},
+      {"HEADERS interrupted by PING",
+       FrameBytes(0x1, 0, 1, request_block) + FrameBytes(0x6, 0, 0, "12345678"),
+       NGHTTP2_PROTOCOL_ERROR},
+      {"the connection's window past 2^31-1",
+       FrameBytes(0x8, 0, 0, std::string("\x7f\xff\xff\xff", 4)), NGHTTP2_FLOW_CONTROL_ERROR},
+      {"a WINDOW_UPDATE of 0", FrameBytes(0x8, 0, 0, std::string(4, '\0')), NGHTTP2_PROTOCOL_ERROR},
+      {"DATA padded beyond its length",
+       FrameBytes(0x1, 0x4, 1, request_block) + FrameBytes(0x0, 0x8, 1, std::string("\x09xx", 3)),
+       NGHTTP2_PROTOCOL_ERROR},
+      {"SETTINGS_INITIAL_WINDOW_SIZE past 2^31-1",
+       FrameBytes(0x4, 0, 0, std::string("\0\x04\x80\0\0\0", 6)), NGHTTP2_FLOW_CONTROL_ERROR},
+      {"SETTINGS on a stream", FrameBytes(0x4, 0, 1, ""), NGHTTP2_PROTOCOL_ERROR},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    int fd = RawConnect(dir_ + "/shim.sock");
+    ASSERT_GE(fd, 0);
+    std::string out = ClientPreface() + c.bytes;
+    ASSERT_EQ(write(fd, out.data(), out.size()), static_cast<ssize_t>(out.size()));
+    bool closed = false;
+    std::vector<Frame> frames = ReadFramesUntilClosed(fd, &closed);
+    close(fd);
+    EXPECT_TRUE(closed) << "the connection stayed open";
+    auto goaway =
+        std::find_if(frames.begin(), frames.end(), [](const Frame& f) { return f.type == 0x7; });
+    ASSERT_NE(goaway, frames.end()) << "no GOAWAY";
+    ASSERT_GE(goaway->payload.size(), 8u);
+    EXPECT_EQ(Read32(std::string_view(goaway->payload).substr(4)), c.code);
+  }
+  std::string echoed;
+  ASSERT_TRUE(UnaryEcho(*Stub(), "after the violations", &echoed).ok());
+  EXPECT_EQ(echoed, "after the violations");
+}
+
+// Padding, priority fields and a header block split over CONTINUATION frames, which the gRPC
+// libraries do not send on their own, are understood; the answer comes back whole.
+TEST_F(RelayTest, PaddedPrioritizedAndContinuedFramesAreUnderstood) {
+  std::string block = RequestBlock("/shimtest.Echo/Unary");
+  std::string body = EchoBody("padded");
+  std::string out = ClientPreface();
+  // HEADERS: padded (3 bytes), with a priority, and only the first 5 bytes of the block.
+  std::string headers_payload = std::string(1, '\x03') + std::string("\x80\0\0\0\x10", 5) +
+                                block.substr(0, 5) + std::string(3, '\0');
+  out += FrameBytes(0x1, 0x8 | 0x20, 1, headers_payload);
+  out += FrameBytes(0x9, 0, 1, block.substr(5, 4));
+  out += FrameBytes(0x9, 0x4, 1, block.substr(9));
+  out += FrameBytes(0x2, 0, 1, std::string("\0\0\0\x03\x20", 5));  // PRIORITY: ignored
+  // DATA: the body in two padded frames, the second with END_STREAM.
+  out += FrameBytes(0x0, 0x8, 1, std::string(1, '\x02') + body.substr(0, 4) + "pp");
+  out += FrameBytes(0x0, 0x8 | 0x1, 1, std::string(1, '\0') + body.substr(4));
+  RawClient client(dir_ + "/shim.sock");
+  ASSERT_TRUE(client.connected());
+  ASSERT_TRUE(client.Send(out));
+  RawAnswer answer;
+  EXPECT_TRUE(client.Read(answer, [](const RawAnswer& a) { return a.ended; }));
+  const std::string* status = shim::relay::FindHeader(answer.trailers, "grpc-status");
+  ASSERT_NE(status, nullptr);
+  EXPECT_EQ(*status, "0");
+  EXPECT_EQ(answer.body, body) << "the echo differs";
+}
+
+// A caller whose window the answer filled exactly still gets the end of the call: trailers are
+// not flow-controlled, and the caller has no reason to open its window again.
+TEST_F(RelayTest, TrailersFollowAnAnswerThatFilledTheCallersWindow) {
+  std::string body = EchoBody("fills the window");
+  std::string settings;
+  settings += std::string("\0\x04", 2);  // SETTINGS_INITIAL_WINDOW_SIZE: exactly the echo
+  for (int shift : {24, 16, 8, 0}) settings.push_back(static_cast<char>(body.size() >> shift));
+  std::string out = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + FrameBytes(0x4, 0, 0, settings);
+  out += FrameBytes(0x1, 0x4, 1, RequestBlock("/shimtest.Echo/Bidi"));
+  out += FrameBytes(0x0, 0, 1, body);
+  RawClient client(dir_ + "/shim.sock");
+  ASSERT_TRUE(client.connected());
+  ASSERT_TRUE(client.Send(out));
+  RawAnswer answer;
+  ASSERT_TRUE(
+      client.Read(answer, [&](const RawAnswer& a) { return a.body.size() >= body.size(); }));
+  EXPECT_EQ(answer.body, body);
+  // The request ends only now, so the runtime's trailers come after the window is used up.
+  ASSERT_TRUE(client.Send(FrameBytes(0x0, 0x1, 1, "")));
+  EXPECT_TRUE(client.Read(answer, [](const RawAnswer& a) { return a.ended; }))
+      << "no trailers without a WINDOW_UPDATE";
+  const std::string* status = shim::relay::FindHeader(answer.trailers, "grpc-status");
+  ASSERT_NE(status, nullptr);
+  EXPECT_EQ(*status, "0");
+}
+
+// Metadata larger than a frame crosses both hops in HEADERS + CONTINUATION, both ways.
+TEST_F(RelayTest, MetadataLargerThanAFrameCrossesBothWays) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_MAX_METADATA_SIZE, 1 << 20);
+  auto stub = shimtest::Echo::NewStub(grpc::CreateCustomChannel(
+      "unix:" + dir_ + "/shim.sock", grpc::InsecureChannelCredentials(), args));
+  std::string big;
+  for (int i = 0; big.size() < 40000; ++i) big += std::to_string(i) + ",";
+  grpc::ClientContext context;
+  SetDeadline(context, 10s);
+  context.AddMetadata("x-test-meta", big);
+  EchoMessage request, reply;
+  request.set_payload("big metadata");
+  grpc::Status status = stub->Unary(&context, request, &reply);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(reply.payload(), "big metadata");
+  auto echoed = context.GetServerInitialMetadata().find("x-echo-meta");
+  ASSERT_NE(echoed, context.GetServerInitialMetadata().end());
+  EXPECT_EQ(std::string(echoed->second.data(), echoed->second.size()), big);
+  auto trailer = context.GetServerTrailingMetadata().find("x-trailer");
+  ASSERT_NE(trailer, context.GetServerTrailingMetadata().end());
+  EXPECT_EQ(std::string(trailer->second.data(), trailer->second.size()), "done");
+}
+
+// A runtime that takes only two calls at a time (SETTINGS_MAX_CONCURRENT_STREAMS): the relay
+// holds the others until one ends instead of sending streams the runtime would refuse.
+TEST(RelayLimitTest, TheRuntimesStreamLimitQueuesCallsInsteadOfFailingThem) {
+  char tmpl[] = "/tmp/shim-relay-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  std::string dir = tmpl;
+  shimtest::FakeRuntime runtime(dir + "/runtime.sock");
+  runtime.set_max_concurrent_streams(2);
+  runtime.Start();
+  shim::relay::EventLoop loop;
+  auto fd = shim::relay::ListenUnix(dir + "/shim.sock");
+  ASSERT_TRUE(fd.ok());
+  shim::relay::RelayServer server(loop, runtime.socket_path(), nullptr);
+  server.Serve(*fd);
+  std::thread thread([&] { loop.Run(); });
+  auto stub = shimtest::Echo::NewStub(
+      grpc::CreateChannel("unix:" + dir + "/shim.sock", grpc::InsecureChannelCredentials()));
+  auto call = [&](const std::string& method, std::chrono::milliseconds deadline) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + deadline);
+    EchoMessage request, reply;
+    request.set_payload(method);
+    return method == "Hang" ? stub->Hang(&context, request, &reply)
+                            : stub->Unary(&context, request, &reply);
+  };
+  ASSERT_TRUE(call("Unary", 10s).ok());  // the runtime's SETTINGS are known from here on
+  auto start = std::chrono::steady_clock::now();
+  std::vector<std::future<grpc::Status>> hangs;
+  for (int i = 0; i < 2; ++i) hangs.push_back(std::async(std::launch::async, call, "Hang", 1500ms));
+  for (int i = 0; i < 100 && runtime.counters().in_flight < 2; ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_EQ(runtime.counters().in_flight, 2);
+  std::vector<std::future<grpc::Status>> unary;
+  for (int i = 0; i < 3; ++i) unary.push_back(std::async(std::launch::async, call, "Unary", 20s));
+  for (auto& h : hangs) EXPECT_EQ(h.get().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  for (auto& u : unary) {
+    grpc::Status status = u.get();
+    EXPECT_TRUE(status.ok()) << status.error_code() << " " << status.error_message();
+  }
+  // They waited for the hanging calls to end (a stream over the limit is refused by the runtime,
+  // which the relay would have answered UNAVAILABLE).
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 1400ms);
+  EXPECT_EQ(runtime.counters().calls, 6);
+  loop.Stop();
+  thread.join();
+  close(*fd);
+  runtime.Stop();
+  std::filesystem::remove_all(dir);
 }
 
 TEST(RelayDownTest, RuntimeDownAnswersUnavailableNamingTheSocket) {
