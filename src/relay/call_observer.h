@@ -10,7 +10,8 @@ namespace shim::relay {
 class CallObserver {
  public:
   virtual ~CallObserver() = default;
-  // Maps a :path to a small method id, once per call, so nothing per call keeps the path.
+  // Maps a :path to a small method id, so nothing per call keeps the path. Depends on the path
+  // alone: the relay remembers the answer.
   virtual int MethodId(std::string_view path) = 0;
   // `grpc_code` is the status the caller got, or kCallReset when the stream was reset without
   // one (the caller then sees CANCELLED or INTERNAL).

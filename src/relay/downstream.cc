@@ -35,8 +35,8 @@ void DownstreamConnection::SubmitResponse(int32_t stream_id, const Headers& head
   SendHeaders(stream_id, headers, end_stream, !end_stream);
 }
 
-void DownstreamConnection::SubmitTrailers(int32_t stream_id, const Headers& trailers) {
-  SendTrailers(stream_id, trailers);
+void DownstreamConnection::SubmitTrailers(int32_t stream_id, Headers trailers) {
+  SendTrailers(stream_id, std::move(trailers));
 }
 
 void DownstreamConnection::Cancel(int32_t stream_id, uint32_t error_code) {

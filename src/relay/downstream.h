@@ -36,7 +36,7 @@ class DownstreamConnection : public Http2Connection {
   // (a trailers-only answer).
   void SubmitResponse(int32_t stream_id, const Headers& headers, bool end_stream);
   // Trailers; only from inside ReadResponse, which then returns EOF | NO_END_STREAM.
-  void SubmitTrailers(int32_t stream_id, const Headers& trailers);
+  void SubmitTrailers(int32_t stream_id, Headers trailers);
   // Resets the stream and forgets it: no more callbacks for it.
   void Cancel(int32_t stream_id, uint32_t error_code);
 

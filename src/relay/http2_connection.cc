@@ -515,9 +515,9 @@ void Http2Connection::SendHeaders(int32_t stream_id, const Headers& headers, boo
   ScheduleFlush();
 }
 
-void Http2Connection::SendTrailers(int32_t stream_id, const Headers& trailers) {
+void Http2Connection::SendTrailers(int32_t stream_id, Headers trailers) {
   if (Stream* stream = FindStream(stream_id)) {
-    stream->trailers = trailers;
+    stream->trailers = std::move(trailers);
     stream->has_trailers = true;
   }
 }
@@ -791,9 +791,10 @@ void Http2Connection::Flush() {
   }
   // Streams whose last frame is written now are reported closed.
   while (!finished_.empty()) {
-    std::vector<std::pair<int32_t, uint32_t>> finished;
-    finished.swap(finished_);
-    for (auto [id, code] : finished) CloseStream(id, code);
+    // A copy, as closing a stream may finish others; the vector keeps its room for the next turn.
+    finishing_now_.swap(finished_);
+    for (auto [id, code] : finishing_now_) CloseStream(id, code);
+    finishing_now_.clear();
     if (closing_) return;
   }
   bool socket_full = !out_.empty();

@@ -101,7 +101,7 @@ class Http2Connection {
   // `has_body`: the stream's data source is read next (ReadBody).
   void SendHeaders(int32_t stream_id, const Headers& headers, bool end_stream, bool has_body);
   // Trailers: only from inside ReadBody, which then returns EOF | NO_END_STREAM.
-  void SendTrailers(int32_t stream_id, const Headers& trailers);
+  void SendTrailers(int32_t stream_id, Headers trailers);
   void SendGoAway(uint32_t error_code);
   bool goaway_sent() const { return goaway_sent_; }
   bool peer_went_away() const { return peer_goaway_; }
@@ -190,6 +190,7 @@ class Http2Connection {
   std::unordered_map<int32_t, Stream> streams_;
   // Streams to report closed after the next write, with their codes.
   std::vector<std::pair<int32_t, uint32_t>> finished_;
+  std::vector<std::pair<int32_t, uint32_t>> finishing_now_;
   std::deque<int32_t> ready_;          // streams whose data source may have bytes
   std::deque<int32_t> waiting_opens_;  // requests over the peer's stream limit
   int32_t last_peer_stream_ = 0;       // highest stream id the peer opened

@@ -8,7 +8,7 @@ namespace shim::relay {
 
 InterceptedCall::InterceptedCall(EventLoop& loop, DownstreamConnection& down, int32_t down_id,
                                  Headers headers, UpstreamPool& pool, Interceptor& interceptor,
-                                 CallObserver* observer)
+                                 CallObserver* observer, int method_id)
     : loop_(loop),
       down_(&down),
       down_id_(down_id),
@@ -16,9 +16,8 @@ InterceptedCall::InterceptedCall(EventLoop& loop, DownstreamConnection& down, in
       path_(*FindHeader(headers_, ":path")),
       pool_(pool),
       interceptor_(interceptor),
-      observer_(observer) {
-  if (observer_ != nullptr) method_ = observer_->MethodId(path_);
-}
+      observer_(observer),
+      method_(method_id) {}
 
 void InterceptedCall::OnRequestData(const uint8_t* data, size_t n) {
   // Reassembled whole, so credit goes back at once; the 16 MiB limit bounds it.
@@ -138,7 +137,7 @@ ssize_t InterceptedCall::ReadResponse(uint8_t* buf, size_t length, uint32_t* dat
   if (response_sent_ == response_body_.size()) {
     *data_flags |= NGHTTP2_DATA_FLAG_EOF;
     if (!response_trailers_.empty()) {
-      down_->SubmitTrailers(down_id_, response_trailers_);
+      down_->SubmitTrailers(down_id_, std::move(response_trailers_));
       *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
     }
   }

@@ -24,7 +24,8 @@ class InterceptedCall;
 class Interceptor {
  public:
   virtual ~Interceptor() = default;
-  // True when calls to `path` are answered by Handle() rather than relayed.
+  // True when calls to `path` are answered by Handle() rather than relayed. Depends on the path
+  // alone: the relay remembers the answer.
   virtual bool Intercepts(std::string_view path) const = 0;
   // The request is complete. The handler must end the call with one of the Reply methods
   // unless call->cancelled() becomes true first.
@@ -36,8 +37,10 @@ class InterceptedCall final : public ServerStream,
  public:
   using Done = UnaryCall::Done;
 
+  // `method_id`: the observer's id of the call's path (CallObserver::MethodId).
   InterceptedCall(EventLoop& loop, DownstreamConnection& down, int32_t down_id, Headers headers,
-                  UpstreamPool& pool, Interceptor& interceptor, CallObserver* observer);
+                  UpstreamPool& pool, Interceptor& interceptor, CallObserver* observer,
+                  int method_id);
 
   const Headers& request_headers() const { return headers_; }
   const std::string& path() const { return path_; }

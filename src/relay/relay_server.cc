@@ -84,14 +84,26 @@ std::shared_ptr<ServerStream> RelayServer::NewStream(DownstreamConnection& down,
                                                      Headers headers, bool end_stream) {
   WatchForFlood(CallsInFlight() + 1);
   const std::string& path = *FindHeader(headers, ":path");
-  if (interceptor_ != nullptr && interceptor_->Intercepts(path)) {
+  Route route = RouteOf(path);
+  if (route.intercepted) {
     auto call = std::make_shared<InterceptedCall>(loop_, down, id, std::move(headers), pool_,
-                                                  *interceptor_, observer_);
+                                                  *interceptor_, observer_, route.method_id);
     if (end_stream) call->OnRequestEnd();
     return call;
   }
   spdlog::debug("relay path={}", path);
-  return RelayedCall::Start(down, id, headers, end_stream, pool_, observer_);
+  return RelayedCall::Start(down, id, headers, end_stream, pool_, observer_, route.method_id);
+}
+
+RelayServer::Route RelayServer::RouteOf(const std::string& path) {
+  auto it = routes_.find(path);
+  if (it != routes_.end()) return it->second;
+  Route route{interceptor_ != nullptr && interceptor_->Intercepts(path),
+              observer_ != nullptr ? observer_->MethodId(path) : 0};
+  // Paths come from clients: the memory is bounded, and starts over when full.
+  if (routes_.size() >= kMaxRoutes) routes_.clear();
+  routes_.emplace(path, route);
+  return route;
 }
 
 size_t RelayServer::CallsInFlight() const {

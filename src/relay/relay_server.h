@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "relay/call_observer.h"
@@ -41,6 +42,14 @@ class RelayServer {
   void Accept();
   // Out of descriptors or memory: stop watching the listening socket for kAcceptPause.
   void PauseAccepting(int error);
+  // What the relay does with calls to a path, remembered: kubelet calls a handful of paths over
+  // and over, and deciding took two searches of the CRI method table per call (about 1,000
+  // instructions) where remembering costs a hash of the path.
+  struct Route {
+    bool intercepted;
+    int method_id;  // the observer's
+  };
+  Route RouteOf(const std::string& path);
   std::shared_ptr<ServerStream> NewStream(DownstreamConnection& down, int32_t id, Headers headers,
                                           bool end_stream);
   void Drop(Http2Connection* connection);
@@ -56,6 +65,8 @@ class RelayServer {
   CallObserver* observer_;
   int listen_fd_ = -1;
   std::vector<std::unique_ptr<DownstreamConnection>> connections_;
+  std::unordered_map<std::string, Route> routes_;
+  static constexpr size_t kMaxRoutes = 256;
   uint64_t accepted_ = 0;
   static constexpr std::chrono::milliseconds kAcceptPause{100};
   std::chrono::milliseconds preface_timeout_ = DownstreamConnection::kPrefaceTimeout;

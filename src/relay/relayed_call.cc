@@ -27,11 +27,11 @@ int StatusOf(const Headers& headers) {
 
 std::shared_ptr<ServerStream> RelayedCall::Start(DownstreamConnection& down, int32_t down_id,
                                                  const Headers& headers, bool end_stream,
-                                                 UpstreamPool& pool, CallObserver* observer) {
+                                                 UpstreamPool& pool, CallObserver* observer,
+                                                 int method) {
   std::string error;
   UpstreamConnection* up = pool.Get(&error);
   int32_t up_id = -1;
-  int method = observer != nullptr ? observer->MethodId(*FindHeader(headers, ":path")) : 0;
   auto call = std::make_shared<RelayedCall>(down, down_id, observer, method);
   if (up != nullptr) {
     call->request_ended_ = end_stream;
@@ -124,7 +124,7 @@ ssize_t RelayedCall::ReadResponse(uint8_t* buf, size_t length, uint32_t* data_fl
     if (response_ended_) {
       *data_flags |= NGHTTP2_DATA_FLAG_EOF;
       if (!trailers_.empty()) {
-        down_->SubmitTrailers(down_id_, trailers_);
+        down_->SubmitTrailers(down_id_, std::move(trailers_));
         *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
       }
     } else if (n == 0) {

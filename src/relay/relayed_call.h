@@ -21,10 +21,12 @@ class RelayedCall final : public ServerStream,
                           public std::enable_shared_from_this<RelayedCall> {
  public:
   // Opens the upstream stream on `pool`'s connection; when the runtime cannot be reached the
-  // call is answered UNAVAILABLE at once and nullptr is returned.
+  // call is answered UNAVAILABLE at once and nullptr is returned. `method_id`: the observer's id
+  // of the call's path.
   static std::shared_ptr<ServerStream> Start(DownstreamConnection& down, int32_t down_id,
                                              const Headers& headers, bool end_stream,
-                                             UpstreamPool& pool, CallObserver* observer);
+                                             UpstreamPool& pool, CallObserver* observer,
+                                             int method_id);
 
   RelayedCall(DownstreamConnection& down, int32_t down_id, CallObserver* observer, int method);
 
