@@ -127,6 +127,57 @@ def downstream_seeds():
     write("downstream", "seed-script-absent-runtime", bytes([5]) + scripts["pull-status-create"])
 
 
+def h2_frame(kind, flags, stream, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) \
+        + payload
+
+
+def header_block(*fields):
+    # Literals without indexing, names and values as they are (lengths under 127).
+    out = b""
+    for name, value in fields:
+        out += b"\x00" + bytes([len(name)]) + name.encode() + bytes([len(value)]) + value.encode()
+    return out
+
+
+def pieces(data, size):
+    # The upstream target's script: a length byte before each piece.
+    out = b""
+    for i in range(0, len(data), size):
+        chunk = data[i:i + size]
+        out += bytes([len(chunk)]) + chunk
+    return out
+
+
+def upstream_seeds():
+    # Mode byte bit 0: the runtime's SETTINGS come first. The relay's streams to the runtime are
+    # 1 (Version), 3 (the pull's own call) and 5 (ListContainers, request left open).
+    ok_headers = header_block((":status", "200"), ("content-type", "application/grpc"))
+    ok_trailers = header_block(("grpc-status", "0"))
+    answer_1 = h2_frame(1, 4, 1, ok_headers) + h2_frame(0, 0, 1, frame(field(1, "0.1.0"))) \
+        + h2_frame(1, 5, 1, ok_trailers)
+    pulled = h2_frame(1, 4, 3, ok_headers) + h2_frame(0, 0, 3, frame(field(1, "sha256:" + "a" * 64))) \
+        + h2_frame(1, 5, 3, ok_trailers)
+    not_found = h2_frame(1, 5, 3, header_block((":status", "200"), ("grpc-status", "5"),
+                                               ("grpc-message", "not found")))
+    settings_ack = h2_frame(4, 1, 0)
+    scripts = {
+        "answers": settings_ack + answer_1 + pulled + h2_frame(1, 4, 5, ok_headers)
+        + h2_frame(8, 0, 0, struct.pack(">I", 65535)),
+        "goaway-midway": settings_ack + answer_1 + h2_frame(7, 0, 0, struct.pack(">II", 1, 0))
+        + not_found,
+        "resets-and-pings": settings_ack + h2_frame(3, 0, 1, struct.pack(">I", 8))
+        + h2_frame(6, 0, 0, b"pingpong") + not_found + h2_frame(3, 0, 5, struct.pack(">I", 2)),
+        "continuation-padding": settings_ack + h2_frame(1, 0x08, 1, b"\x02" + ok_headers[:5] + b"pp")
+        + h2_frame(9, 4, 1, ok_headers[5:]) + h2_frame(0, 0x08, 1, b"\x01" + frame(b"") + b"p")
+        + h2_frame(1, 5, 1, ok_trailers),
+    }
+    for name, script in scripts.items():
+        write("upstream", f"seed-{name}", bytes([1]) + pieces(script, 40))
+    write("upstream", "seed-answers-whole", bytes([3]) + pieces(scripts["answers"], 255))
+
+
 if __name__ == "__main__":
     cri_message_seeds()
     downstream_seeds()
+    upstream_seeds()
