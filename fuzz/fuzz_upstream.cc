@@ -10,7 +10,7 @@
 // as one piece.
 //
 // Properties: no crash, leak or UB (ASan, UBSan, LSan); the relay settles; once the client and
-// the runtime are gone, no client connection, pull or call is left.
+// the runtime are gone, no client connection or pull is left within a bounded number of turns.
 #include <spdlog/sinks/null_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
@@ -262,12 +262,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Settle(client, false);
   if (client >= 0) close(client);
   Settle(-1, false);
-
-  FUZZ_CHECK(w.relay->connections() == 0,
-             "the relay kept %zu client connection(s) after the client left",
-             w.relay->connections());
-  FUZZ_CHECK(w.service->pulls_in_flight() == 0,
-             "%zu pull(s) still in flight after the client and the runtime left",
-             w.service->pulls_in_flight());
+  // What is left must go within a bounded number of turns (a few milliseconds: timers the
+  // relay arms meanwhile, such as a PING's ACK, run too).
+  for (int turn = 0; w.relay->connections() > 0 || w.service->pulls_in_flight() > 0; ++turn) {
+    FUZZ_CHECK(turn < kMaxTurns,
+               "%zu client connection(s) and %zu pull(s) left after the client and the runtime "
+               "left",
+               w.relay->connections(), w.service->pulls_in_flight());
+    w.loop.RunOnce(0ms);
+  }
   return 0;
 }
