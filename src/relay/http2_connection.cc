@@ -55,6 +55,17 @@ void Append32(std::string& out, uint32_t v) {
                static_cast<char>(v)};
   out.append(b, 4);
 }
+// Strips the padding of a DATA or HEADERS payload; false when the padding does not fit.
+bool Unpad(uint8_t flags, const uint8_t*& payload, size_t& length) {
+  if (!(flags & NGHTTP2_FLAG_PADDED)) return true;
+  if (length < 1) return false;
+  size_t pad = payload[0];
+  if (pad >= length) return false;
+  payload += 1;
+  length -= 1 + pad;
+  return true;
+}
+
 }  // namespace
 
 Http2Connection::Http2Connection(EventLoop& loop, int fd, std::string name, Role role)
@@ -102,14 +113,8 @@ void Http2Connection::OnEvents(uint32_t events) {
       if (errno != EAGAIN && errno != EINTR) Close(std::string("read: ") + std::strerror(errno));
       return;
     }
-    // Whole frames are handled where they were read; only a frame's unfinished tail is kept.
-    if (in_head_ == in_.size()) {
-      in_.clear();
-      in_head_ = 0;
-      in_.append(reinterpret_cast<const char*>(buf), static_cast<size_t>(n));
-    } else {
-      in_.append(reinterpret_cast<const char*>(buf), static_cast<size_t>(n));
-    }
+    // Parse() handles every whole frame and leaves an unfinished one in in_ for the next read.
+    in_.append(reinterpret_cast<const char*>(buf), static_cast<size_t>(n));
     if (!Parse()) return;
     if (out_.size() - out_head_ > kMaxOutputBacklog) {
       Close("the peer sends requests but does not read the answers");
@@ -214,17 +219,6 @@ bool Http2Connection::OnFrame(uint8_t type, uint8_t flags, int32_t stream_id,
     default:
       return true;  // extension frames are ignored (RFC 9113 5.5)
   }
-}
-
-// Strips the padding of a DATA or HEADERS payload; false when the padding does not fit.
-static bool Unpad(uint8_t flags, const uint8_t*& payload, size_t& length) {
-  if (!(flags & NGHTTP2_FLAG_PADDED)) return true;
-  if (length < 1) return false;
-  size_t pad = payload[0];
-  if (pad >= length) return false;
-  payload += 1;
-  length -= 1 + pad;
-  return true;
 }
 
 bool Http2Connection::OnDataFrame(uint8_t flags, int32_t stream_id, const uint8_t* payload,
