@@ -18,7 +18,8 @@ DownstreamConnection::DownstreamConnection(EventLoop& loop, int fd, std::string 
     Close("no HTTP/2 preface within " + std::to_string(preface_timeout.count()) + " ms");
   });
   Start({{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, kMaxConcurrentStreams},
-         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, kStreamWindow}});
+         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, kStreamWindow},
+         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, kMaxHeaderList}});
 }
 
 DownstreamConnection::~DownstreamConnection() {
@@ -46,8 +47,8 @@ void DownstreamConnection::Cancel(int32_t stream_id, uint32_t error_code) {
 
 void DownstreamConnection::Shutdown() {
   if (closing()) return;
+  // The connection closes from Flush once the GOAWAY is written and no call is left.
   SendGoAway(NGHTTP2_NO_ERROR);
-  if (streams_.empty()) Close("shutting down");
 }
 
 void DownstreamConnection::OnClosed(const std::string&) {

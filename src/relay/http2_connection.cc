@@ -25,11 +25,12 @@ constexpr size_t kReadChunk = 64 * 1024;
 constexpr size_t kFrameHeaderBytes = 9;
 // The largest frame either side sends or accepts: the protocol's default, never raised.
 constexpr uint32_t kMaxFrame = 16384;
-// A header block as received (HEADERS and CONTINUATION together) and as decoded (RFC 7541
-// sizes: name + value + 32 per field). gRPC metadata is a few hundred bytes; the bounds keep a
-// peer from growing memory without end, the second one also through HPACK's references.
-constexpr size_t kMaxHeaderBlock = 256 * 1024;
-constexpr size_t kMaxHeaderList = 1024 * 1024;
+// A header block as received (HEADERS and CONTINUATION together), and the CONTINUATION frames
+// it may take: gRPC metadata is a few hundred bytes; the bounds keep a peer from growing memory
+// or spending the loop without end. The decoded bound is kMaxHeaderList (http2_connection.h),
+// which both peers are told in SETTINGS.
+constexpr size_t kMaxHeaderBlock = 1024 * 1024;
+constexpr size_t kMaxContinuations = 128;
 constexpr size_t kMaxPingAcksHeld = 64;
 constexpr int32_t kDefaultWindow = 65535;
 constexpr int32_t kMaxWindow = 0x7fffffff;
@@ -204,8 +205,8 @@ bool Http2Connection::OnFrame(uint8_t type, uint8_t flags, int32_t stream_id,
       if (block_stream_ == 0 || stream_id != block_stream_) {
         return Fail(NGHTTP2_PROTOCOL_ERROR, "CONTINUATION without a header block");
       }
-      if (block_.size() + length > kMaxHeaderBlock) {
-        return Fail(NGHTTP2_ENHANCE_YOUR_CALM, "a header block over 256 KiB");
+      if (block_.size() + length > kMaxHeaderBlock || ++block_frames_ > kMaxContinuations) {
+        return Fail(NGHTTP2_ENHANCE_YOUR_CALM, "a header block over 1 MiB or 128 frames");
       }
       block_.append(reinterpret_cast<const char*>(payload), length);
       if (flags & NGHTTP2_FLAG_END_HEADERS) {
@@ -268,6 +269,7 @@ bool Http2Connection::OnHeadersFrame(uint8_t flags, int32_t stream_id, const uin
     return OnHeaderBlockEnd(stream_id, payload, length, end_stream);
   }
   block_.assign(reinterpret_cast<const char*>(payload), length);
+  block_frames_ = 0;
   block_stream_ = stream_id;
   block_end_stream_ = end_stream;
   return true;
@@ -279,7 +281,7 @@ bool Http2Connection::OnHeaderBlockEnd(int32_t stream_id, const uint8_t* block, 
   // whole connection.
   Headers headers;
   headers.reserve(kTypicalHeaderCount);
-  size_t list_size = 0;
+  size_t list_size = 0;  // RFC 9113 6.5.2 sizes: name + value + 32 per field
   while (true) {
     nghttp2_nv nv;
     int inflate_flags = 0;
@@ -293,10 +295,11 @@ bool Http2Connection::OnHeaderBlockEnd(int32_t stream_id, const uint8_t* block, 
     if (inflate_flags & NGHTTP2_HD_INFLATE_EMIT) {
       list_size += nv.namelen + nv.valuelen + 32;
       if (list_size > kMaxHeaderList) {
-        return Fail(NGHTTP2_ENHANCE_YOUR_CALM, "a header list over 1 MiB");
+        Headers().swap(headers);  // decoding goes on for HPACK's sake; the fields are dropped
+      } else {
+        headers.push_back({std::string(reinterpret_cast<const char*>(nv.name), nv.namelen),
+                           std::string(reinterpret_cast<const char*>(nv.value), nv.valuelen)});
       }
-      headers.push_back({std::string(reinterpret_cast<const char*>(nv.name), nv.namelen),
-                         std::string(reinterpret_cast<const char*>(nv.value), nv.valuelen)});
     }
     if (inflate_flags & NGHTTP2_HD_INFLATE_FINAL) {
       nghttp2_hd_inflate_end_headers(inflater_);
@@ -308,6 +311,20 @@ bool Http2Connection::OnHeaderBlockEnd(int32_t stream_id, const uint8_t* block, 
   }
 
   Stream* stream = FindStream(stream_id);
+  if (list_size > kMaxHeaderList) {
+    // Over what SETTINGS_MAX_HEADER_LIST_SIZE announced: that call fails, the connection and
+    // the other calls on it go on.
+    bool new_stream = role_ == Role::kServer && stream == nullptr && stream_id % 2 == 1 &&
+                      stream_id > last_peer_stream_;
+    if (new_stream) {
+      last_peer_stream_ = stream_id;
+      WriteRstStream(stream_id, NGHTTP2_ENHANCE_YOUR_CALM);
+      ScheduleFlush();
+    } else if (stream != nullptr) {
+      ResetStream(stream_id, NGHTTP2_ENHANCE_YOUR_CALM);
+    }
+    return true;
+  }
   if (stream == nullptr) {
     if (role_ == Role::kClient) {
       if (stream_id % 2 == 0 || stream_id >= next_stream_) {
@@ -330,6 +347,9 @@ bool Http2Connection::OnHeaderBlockEnd(int32_t stream_id, const uint8_t* block, 
     opened.headers_received = true;
     OnHeaderBlock(stream_id, true, std::move(headers), end_stream);
   } else {
+    if (stream->headers_waiting) {
+      return Fail(NGHTTP2_PROTOCOL_ERROR, "HEADERS on a stream the shim has not opened yet");
+    }
     if (stream->remote_closed) return true;  // after END_STREAM: nothing more to pass on
     bool first = !stream->headers_received;
     stream->headers_received = true;
@@ -349,34 +369,28 @@ bool Http2Connection::OnSettings(uint8_t flags, int32_t stream_id, const uint8_t
     return true;
   }
   if (length % 6 != 0) return Fail(NGHTTP2_FRAME_SIZE_ERROR, "SETTINGS of the wrong size");
+  // The streams' windows move once per frame, by the last value: a frame repeating the setting
+  // thousands of times costs no more than one.
+  int32_t initial_window = peer_initial_window_;
   for (size_t i = 0; i < length; i += 6) {
     uint16_t id = static_cast<uint16_t>(payload[i] << 8 | payload[i + 1]);
     uint32_t value = Read32(payload + i + 2);
     switch (id) {
       case NGHTTP2_SETTINGS_HEADER_TABLE_SIZE:
-        break;  // the shim's encoder never uses the table (hpack.h)
+        table_size_update_due_ = true;  // see WriteHeaders
+        break;
       case NGHTTP2_SETTINGS_ENABLE_PUSH:
         if (value > 1) return Fail(NGHTTP2_PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH over 1");
         break;
       case NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS:
         peer_max_streams_ = value;
         break;
-      case NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE: {
+      case NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE:
         if (value > static_cast<uint32_t>(kMaxWindow)) {
           return Fail(NGHTTP2_FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1");
         }
-        int64_t delta = static_cast<int64_t>(value) - peer_initial_window_;
-        peer_initial_window_ = static_cast<int32_t>(value);
-        for (auto& [id, stream] : streams_) {
-          int64_t window = stream.send_window + delta;
-          if (window > kMaxWindow) {
-            return Fail(NGHTTP2_FLOW_CONTROL_ERROR, "a stream's window over 2^31-1");
-          }
-          stream.send_window = static_cast<int32_t>(window);
-          if (stream.send_window > 0) Queue(id, stream);
-        }
+        initial_window = static_cast<int32_t>(value);
         break;
-      }
       case NGHTTP2_SETTINGS_MAX_FRAME_SIZE:
         if (value < 16384 || value > 16777215) {
           return Fail(NGHTTP2_PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE out of range");
@@ -385,6 +399,18 @@ bool Http2Connection::OnSettings(uint8_t flags, int32_t stream_id, const uint8_t
         break;
       default:
         break;  // unknown settings are ignored (RFC 9113 6.5.2)
+    }
+  }
+  if (initial_window != peer_initial_window_) {
+    int64_t delta = int64_t{initial_window} - peer_initial_window_;
+    peer_initial_window_ = initial_window;
+    for (auto& [id, stream] : streams_) {
+      int64_t window = stream.send_window + delta;
+      if (window > kMaxWindow) {
+        return Fail(NGHTTP2_FLOW_CONTROL_ERROR, "a stream's window over 2^31-1");
+      }
+      stream.send_window = static_cast<int32_t>(window);
+      if (stream.send_window > 0) Queue(id, stream);
     }
   }
   WriteFrameHeader(0, NGHTTP2_SETTINGS, NGHTTP2_FLAG_ACK, 0);
@@ -422,10 +448,14 @@ bool Http2Connection::OnGoAway(const uint8_t* payload, size_t length) {
   peer_goaway_ = true;
   OnPeerGoAway(last_stream, code);
   if (role_ == Role::kClient) {
-    // Streams above the last one the peer took were never processed: they may be retried.
+    // Streams above the last one the peer took were never processed, and requests still waiting
+    // for the peer's stream limit may not be opened after a GOAWAY (RFC 9113 6.8): all of them
+    // are refused, so they may be retried elsewhere. A stream already answered is not.
     std::vector<int32_t> refused;
     for (const auto& [id, stream] : streams_) {
-      if (id > last_stream) refused.push_back(id);
+      if (stream.headers_waiting || (id > last_stream && !stream.headers_received)) {
+        refused.push_back(id);
+      }
     }
     std::sort(refused.begin(), refused.end());
     for (int32_t id : refused) CloseStream(id, NGHTTP2_REFUSED_STREAM);
@@ -479,7 +509,7 @@ int32_t Http2Connection::OpenStream(const Headers& headers, bool end_stream) {
 }
 
 void Http2Connection::SendWaitingHeaders() {
-  while (!waiting_opens_.empty() && local_streams_ < peer_max_streams_) {
+  while (!peer_goaway_ && !waiting_opens_.empty() && local_streams_ < peer_max_streams_) {
     int32_t id = waiting_opens_.front();
     waiting_opens_.pop_front();
     Stream* stream = FindStream(id);
@@ -619,6 +649,13 @@ void Http2Connection::WriteHeaders(int32_t stream_id, const Headers& headers, bo
   // frame (never seen from gRPC) is moved out and split into CONTINUATION frames.
   size_t start = out_.size();
   out_.resize(start + kFrameHeaderBytes);
+  if (table_size_update_due_) {
+    // "Dynamic table size 0" (RFC 7541 6.3): the encoder never uses the table, and says so at
+    // the start and after each SETTINGS_HEADER_TABLE_SIZE, which a decoder may insist on
+    // hearing acknowledged this way (4.2).
+    out_.push_back('\x20');
+    table_size_update_due_ = false;
+  }
   EncodeHeaderBlock(headers, out_);
   size_t length = out_.size() - start - kFrameHeaderBytes;
   uint8_t end_flag = end_stream ? NGHTTP2_FLAG_END_STREAM : 0;
@@ -676,15 +713,14 @@ void Http2Connection::SubmitPingAcks() {
 }
 
 void Http2Connection::SendData() {
-  while (!ready_.empty() && out_.size() - out_head_ < kMaxPendingOutput) {
+  // Each queued stream once per pass, even with the connection's window at 0: a stream whose
+  // body is sent may still owe its end (trailers, END_STREAM), which no window holds back.
+  for (size_t visits = ready_.size(); visits > 0 && !ready_.empty(); --visits) {
+    if (out_.size() - out_head_ >= kMaxPendingOutput) return;
     int32_t id = ready_.front();
-    Stream* stream = FindStream(id);
-    if (stream == nullptr) {
-      ready_.pop_front();
-      continue;
-    }
-    if (conn_send_window_ <= 0) return;  // WINDOW_UPDATE on the connection brings it back
     ready_.pop_front();
+    Stream* stream = FindStream(id);
+    if (stream == nullptr) continue;  // closed since it was queued
     stream->queued = false;
     if (SendDataOf(id, *stream)) return;  // stopped by the batch limit: go on next flush
   }
@@ -744,8 +780,8 @@ bool Http2Connection::SendDataOf(int32_t stream_id, Stream& stream) {
       if (max > 0) {
         s->deferred = true;  // nothing and no end: wait for Resume
       } else if (conn_send_window_ <= 0 && s->send_window > 0) {
-        s->queued = true;  // first in line when the connection's window opens
-        ready_.push_front(stream_id);
+        s->queued = true;  // in line for when the connection's window opens
+        ready_.push_back(stream_id);
       }  // else the stream's WINDOW_UPDATE queues it again
       return false;
     }

@@ -37,6 +37,9 @@ namespace shim::relay {
 // the shim buffer when the other side reads slowly.
 inline constexpr int32_t kStreamWindow = 1 << 20;
 inline constexpr int32_t kConnectionWindow = 8 << 20;
+// The largest header list (RFC 9113 sizes) a peer may send, announced in SETTINGS; a larger one
+// fails its call only.
+inline constexpr uint32_t kMaxHeaderList = 1 << 20;
 
 // What a data source returns (nghttp2's conventions, which the calls were written against):
 // a byte count with NGHTTP2_DATA_FLAG_EOF set in `data_flags` at the end (and
@@ -171,6 +174,7 @@ class Http2Connection {
   std::string out_;  // serialized frames not yet written
   size_t out_head_ = 0;
   bool preface_seen_ = false;
+  bool table_size_update_due_ = true;  // the next header block starts with "table size 0"
   bool saw_peer_frame_ = false;
   bool flush_scheduled_ = false;
   bool want_out_ = false;  // EPOLLOUT registered
@@ -184,6 +188,7 @@ class Http2Connection {
   // A header block in pieces (HEADERS without END_HEADERS, then CONTINUATION).
   std::string block_;
   int32_t block_stream_ = 0;  // 0: no block in progress
+  size_t block_frames_ = 0;   // CONTINUATION frames so far
   bool block_end_stream_ = false;
 
   static constexpr size_t kTypicalHeaderCount = 12;

@@ -15,7 +15,9 @@ namespace shim::relay {
 
 UpstreamConnection::UpstreamConnection(EventLoop& loop, int fd, std::string name)
     : Http2Connection(loop, fd, std::move(name), Role::kClient) {
-  Start({{NGHTTP2_SETTINGS_ENABLE_PUSH, 0}, {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, kStreamWindow}});
+  Start({{NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, kStreamWindow},
+         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, kMaxHeaderList}});
 }
 
 UpstreamConnection::~UpstreamConnection() = default;

@@ -609,7 +609,8 @@ shim::relay::Headers Decode(nghttp2_hd_inflater* inflater, std::string_view bloc
 struct RawAnswer {
   std::string body;  // DATA payloads
   shim::relay::Headers trailers;
-  bool ended = false;  // HEADERS with END_STREAM came
+  bool ended = false;             // HEADERS with END_STREAM came
+  std::optional<uint32_t> reset;  // RST_STREAM's code, if one came
 };
 
 // A client connection that writes raw bytes and reads the shim's answer on stream 1 frame by
@@ -629,9 +630,12 @@ class RawClient {
   bool Send(const std::string& bytes) {
     return write(fd_, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size());
   }
-  // Reads into `answer` until `done` says so; false when the connection ended or nothing came
-  // for 5 s.
-  bool Read(RawAnswer& answer, const std::function<bool(const RawAnswer&)>& done) {
+  // Limits the table of the client's decoder, as SETTINGS_HEADER_TABLE_SIZE does once acked.
+  void LimitDecoderTable(size_t size) { nghttp2_hd_inflate_change_table_size(inflater_, size); }
+  // Reads the answer on `stream_id` into `answer` until `done` says so; false when the
+  // connection ended or nothing came for 5 s.
+  bool Read(RawAnswer& answer, const std::function<bool(const RawAnswer&)>& done,
+            uint32_t stream_id = 1) {
     char chunk[4096];
     while (!done(answer)) {
       ssize_t n = read(fd_, chunk, sizeof chunk);
@@ -642,14 +646,16 @@ class RawClient {
         size_t length = (size_t{b[0]} << 16) | (size_t{b[1]} << 8) | b[2];
         if (buffer_.size() < 9 + length) break;
         std::string payload = buffer_.substr(9, length);
-        if (b[3] == 0x0 && b[8] == 1) answer.body += payload;
+        uint32_t id = Read32(std::string_view(buffer_).substr(5)) & 0x7fffffff;
+        if (b[3] == 0x0 && id == stream_id) answer.body += payload;
         if (b[3] == 0x1) {
           shim::relay::Headers headers = Decode(inflater_, payload);  // every block: HPACK
-          if (b[8] == 1 && (b[4] & 0x1)) {
+          if (id == stream_id && (b[4] & 0x1)) {
             answer.trailers = headers;
             answer.ended = true;
           }
         }
+        if (b[3] == 0x3 && id == stream_id && payload.size() == 4) answer.reset = Read32(payload);
         buffer_.erase(0, 9 + length);
       }
     }
@@ -829,6 +835,71 @@ TEST_F(RelayTest, TrailersFollowAnAnswerThatFilledTheCallersWindow) {
   const std::string* status = shim::relay::FindHeader(answer.trailers, "grpc-status");
   ASSERT_NE(status, nullptr);
   EXPECT_EQ(*status, "0");
+}
+
+// A client whose decoder takes no table (SETTINGS_HEADER_TABLE_SIZE 0) hears the shim's encoder
+// say "table size 0" at the start of its next block, as RFC 7541 4.2 asks; a decoder that
+// insists on it (libnghttp2's does) fails the block otherwise.
+TEST_F(RelayTest, AClientDecoderWithoutATableIsToldTheTableSize) {
+  RawClient client(dir_ + "/shim.sock");
+  ASSERT_TRUE(client.connected());
+  client.LimitDecoderTable(0);
+  std::string table_size_0("\0\x01\0\0\0\0", 6);
+  std::string out = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + FrameBytes(0x4, 0, 0, table_size_0);
+  out += FrameBytes(0x4, 0x1, 0, "");  // ACK of the shim's SETTINGS
+  out += FrameBytes(0x1, 0x4, 1, RequestBlock("/shimtest.Echo/Unary"));
+  out += FrameBytes(0x0, 0x1, 1, EchoBody("no table"));
+  ASSERT_TRUE(client.Send(out));
+  RawAnswer answer;
+  ASSERT_TRUE(client.Read(answer, [](const RawAnswer& a) { return a.ended; }));
+  const std::string* status = shim::relay::FindHeader(answer.trailers, "grpc-status");
+  ASSERT_NE(status, nullptr);
+  EXPECT_EQ(*status, "0");
+  EXPECT_EQ(answer.body, EchoBody("no table"));
+}
+
+// HPACK integer with an N-bit prefix, for hand-made header blocks.
+std::string HpackInteger(uint8_t first, int prefix_bits, size_t value) {
+  size_t max_prefix = (size_t{1} << prefix_bits) - 1;
+  std::string out;
+  if (value < max_prefix) return std::string(1, static_cast<char>(first | value));
+  out.push_back(static_cast<char>(first | max_prefix));
+  for (value -= max_prefix; value >= 128; value >>= 7) {
+    out.push_back(static_cast<char>(0x80 | (value & 0x7f)));
+  }
+  out.push_back(static_cast<char>(value));
+  return out;
+}
+
+// A header list over the announced SETTINGS_MAX_HEADER_LIST_SIZE (here 1.2 MB decoded from a 4 KB
+// block, through HPACK's table) fails that call with RST_STREAM; the connection and the next
+// call on it go on.
+TEST_F(RelayTest, AHeaderListOverTheLimitFailsItsCallNotTheConnection) {
+  RawClient client(dir_ + "/shim.sock");
+  ASSERT_TRUE(client.connected());
+  std::string block = RequestBlock("/shimtest.Echo/Unary");
+  // A 4,000-byte field into the table (literal with incremental indexing, new name), then 300
+  // references to it (index 62: the first dynamic entry).
+  block +=
+      '\x40' + HpackInteger(0, 7, 6) + "x-fill" + HpackInteger(0, 7, 4000) + std::string(4000, 'f');
+  for (int i = 0; i < 300; ++i) block += HpackInteger(0x80, 7, 62);
+  std::string out = ClientPreface() + FrameBytes(0x1, 0x4, 1, block) +
+                    FrameBytes(0x0, 0x1, 1, EchoBody("too big")) +
+                    FrameBytes(0x1, 0x4, 3, RequestBlock("/shimtest.Echo/Unary")) +
+                    FrameBytes(0x0, 0x1, 3, EchoBody("next"));
+  ASSERT_TRUE(client.Send(out));
+  RawAnswer refused, next;
+  ASSERT_TRUE(client.Read(
+      refused, [](const RawAnswer& a) { return a.reset.has_value(); }, 1));
+  EXPECT_EQ(*refused.reset, NGHTTP2_ENHANCE_YOUR_CALM);
+  ASSERT_TRUE(client.Read(
+      next, [](const RawAnswer& a) { return a.ended; }, 3))
+      << "the connection did not survive";
+  const std::string* status = shim::relay::FindHeader(next.trailers, "grpc-status");
+  ASSERT_NE(status, nullptr);
+  EXPECT_EQ(*status, "0");
+  EXPECT_EQ(next.body, EchoBody("next"));
+  EXPECT_EQ(runtime_->counters().calls, 1) << "the oversized call reached the runtime";
 }
 
 // Metadata larger than a frame crosses both hops in HEADERS + CONTINUATION, both ways.
