@@ -637,11 +637,10 @@ class RawClient {
   bool Read(RawAnswer& answer, const std::function<bool(const RawAnswer&)>& done,
             uint32_t stream_id = 1) {
     char chunk[4096];
-    while (!done(answer)) {
-      ssize_t n = read(fd_, chunk, sizeof chunk);
-      if (n <= 0) return false;
-      buffer_.append(chunk, static_cast<size_t>(n));
-      while (buffer_.size() >= 9) {
+    while (true) {
+      // Frames after the one that completes the answer stay for the next Read: they may belong
+      // to the stream it reads.
+      while (!done(answer) && buffer_.size() >= 9) {
         auto b = reinterpret_cast<const unsigned char*>(buffer_.data());
         size_t length = (size_t{b[0]} << 16) | (size_t{b[1]} << 8) | b[2];
         if (buffer_.size() < 9 + length) break;
@@ -658,8 +657,11 @@ class RawClient {
         if (b[3] == 0x3 && id == stream_id && payload.size() == 4) answer.reset = Read32(payload);
         buffer_.erase(0, 9 + length);
       }
+      if (done(answer)) return true;
+      ssize_t n = read(fd_, chunk, sizeof chunk);
+      if (n <= 0) return false;
+      buffer_.append(chunk, static_cast<size_t>(n));
     }
-    return true;
   }
 
  private:
