@@ -106,10 +106,6 @@ class Http2Connection {
   // Trailers: only from inside ReadBody, which then returns EOF | NO_END_STREAM.
   void SendTrailers(int32_t stream_id, Headers trailers);
   void SendGoAway(uint32_t error_code);
-  bool goaway_sent() const { return goaway_sent_; }
-  bool peer_went_away() const { return peer_goaway_; }
-  size_t open_streams() const { return streams_.size(); }
-  bool saw_peer_frame() const { return saw_peer_frame_; }
 
   EventLoop& loop_;
 
