@@ -17,8 +17,6 @@
 // SHIM_FUZZ_LOG=1 logs the relay at debug level to stderr; SHIM_FUZZ_DUMP=FILE appends every
 // byte the client sent to FILE (how the raw seeds were made from script seeds).
 #include <nghttp2/nghttp2.h>
-#include <spdlog/sinks/null_sink.h>
-#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -44,6 +42,7 @@
 #include "cri/image_service.h"
 #include "cri_image.pb.h"
 #include "fuzz_check.h"
+#include "fuzz_world.h"
 #include "relay/downstream.h"
 #include "relay/event_loop.h"
 #include "relay/grpc_wire.h"
@@ -269,20 +268,11 @@ void RemoveWorldDir() {
 }
 
 void Init() {
-  auto sink = std::getenv("SHIM_FUZZ_LOG") != nullptr
-                  ? std::static_pointer_cast<spdlog::sinks::sink>(
-                        std::make_shared<spdlog::sinks::stderr_sink_mt>())
-                  : std::make_shared<spdlog::sinks::null_sink_mt>();
-  auto logger = std::make_shared<spdlog::logger>("fuzz", sink);
-  // Debug level even into the null sink: every log line's formatting runs too.
-  logger->set_level(spdlog::level::debug);
-  spdlog::set_default_logger(logger);
-
-  char tmpl[] = "/tmp/shim-fuzz-XXXXXX";
-  FUZZ_CHECK(mkdtemp(tmpl) != nullptr, "mkdtemp: %s", std::strerror(errno));
+  shim::fuzz::InstallLogger();
+  std::string dir = shim::fuzz::MakeScratchDir();
   auto* w = new World;  // lives until exit: libFuzzer never returns from its loop
   g_world = w;
-  w->dir = tmpl;
+  w->dir = dir;
   std::atexit(RemoveWorldDir);
   w->runtime = std::make_unique<FakeRuntime>(w->loop, w->dir + "/runtime.sock");
   auto loaded = shim::config::ParseConfig(kConfig, "fuzz");

@@ -11,8 +11,6 @@
 //
 // Properties: no crash, leak or UB (ASan, UBSan, LSan); the relay settles; once the client and
 // the runtime are gone, no client connection or pull is left within a bounded number of turns.
-#include <spdlog/sinks/null_sink.h>
-#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -31,6 +29,7 @@
 #include "config/loader.h"
 #include "cri/image_service.h"
 #include "fuzz_check.h"
+#include "fuzz_world.h"
 #include "relay/event_loop.h"
 #include "relay/grpc_wire.h"
 #include "relay/hpack.h"
@@ -172,19 +171,11 @@ std::string Request(uint32_t stream_id, const std::string& path, std::string_vie
 }
 
 void Init() {
-  auto sink = std::getenv("SHIM_FUZZ_LOG") != nullptr
-                  ? std::static_pointer_cast<spdlog::sinks::sink>(
-                        std::make_shared<spdlog::sinks::stderr_sink_mt>())
-                  : std::make_shared<spdlog::sinks::null_sink_mt>();
-  auto logger = std::make_shared<spdlog::logger>("fuzz", sink);
-  logger->set_level(spdlog::level::debug);
-  spdlog::set_default_logger(logger);
-
-  char tmpl[] = "/tmp/shim-fuzz-XXXXXX";
-  FUZZ_CHECK(mkdtemp(tmpl) != nullptr, "mkdtemp: %s", std::strerror(errno));
+  shim::fuzz::InstallLogger();
+  std::string dir = shim::fuzz::MakeScratchDir();
   auto* w = new World;  // lives until exit: libFuzzer never returns from its loop
   g_world = w;
-  w->dir = tmpl;
+  w->dir = dir;
   std::atexit(RemoveWorldDir);
   w->runtime = std::make_unique<ScriptedRuntime>(w->loop, w->dir + "/runtime.sock");
   auto loaded = shim::config::ParseConfig(kConfig, "fuzz");
