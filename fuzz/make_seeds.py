@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-# Writes the binary seed inputs of fuzz/corpus/cri_message and fuzz/corpus/downstream (script
-# mode). The raw-mode downstream seeds (mode bytes 0x00, 0x02, 0x01) are what the client of a
+# Writes the binary seed inputs of fuzz/corpus/cri_message, downstream (script mode), upstream
+# and hpack. The raw-mode downstream seeds (mode bytes 0x00, 0x02, 0x01) are what the client of a
 # script seed sent: SHIM_FUZZ_DUMP=FILE fuzz_downstream_replay SEED, then prefix the mode byte.
 # Text seeds (reference, config, configmap) are written by hand.
 import os
@@ -177,7 +177,27 @@ def upstream_seeds():
     write("upstream", "seed-answers-whole", bytes([3]) + pieces(scripts["answers"], 255))
 
 
+def hpack_seeds():
+    # Series of blocks, each after a two-byte length: RFC 7541 C.3 (literals), C.4 (Huffman), a
+    # table size change, and a literal naming the entry its own insertion evicts (4.4).
+    def series(*blocks):
+        return b"".join(struct.pack(">H", len(b)) + b for b in blocks)
+    rfc_c3 = series(bytes.fromhex("828684410f7777772e6578616d706c652e636f6d"),
+                    bytes.fromhex("828684be58086e6f2d6361636865"),
+                    bytes.fromhex("828785bf400a637573746f6d2d6b65790c637573746f6d2d76616c7565"))
+    rfc_c4 = series(bytes.fromhex("828684418cf1e3c2e5f23a6ba0ab90f4ff"),
+                    bytes.fromhex("828684be5886a8eb10649cbf"))
+    evicting = series(b"\x3f\x21\x40\x02aa\x02bb", b"\x7e\x02cc", b"\xbe")
+    grpc = series(b"\x83\x86\x44\x22/runtime.v1.RuntimeService/Version"
+                  + b"\x5f\x10application/grpc\x40\x02te\x08trailers",
+                  b"\x83\x86\xc0\xbf\xbe", b"\x20\x88")
+    for name, data in [("rfc-c3", rfc_c3), ("rfc-c4", rfc_c4), ("evicting", evicting),
+                       ("grpc-request", grpc)]:
+        write("hpack", f"seed-{name}", data)
+
+
 if __name__ == "__main__":
     cri_message_seeds()
     downstream_seeds()
     upstream_seeds()
+    hpack_seeds()

@@ -18,7 +18,7 @@ shift 2
 here=$(cd "$(dirname "$0")" && pwd)
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(reference config configmap cri_message downstream upstream)
+  targets=(reference config configmap cri_message downstream upstream hpack)
 fi
 
 summary=()

@@ -27,8 +27,8 @@ DownstreamConnection::~DownstreamConnection() {
 }
 
 std::shared_ptr<ServerStream> DownstreamConnection::Find(int32_t stream_id) {
-  auto it = streams_.find(stream_id);
-  return it == streams_.end() ? nullptr : it->second;
+  // Only ServerStreams are attached here.
+  return std::static_pointer_cast<ServerStream>(HandlerOf(stream_id));
 }
 
 void DownstreamConnection::SubmitResponse(int32_t stream_id, const Headers& headers,
@@ -41,7 +41,7 @@ void DownstreamConnection::SubmitTrailers(int32_t stream_id, Headers trailers) {
 }
 
 void DownstreamConnection::Cancel(int32_t stream_id, uint32_t error_code) {
-  if (streams_.erase(stream_id) == 0) return;
+  if (!Detach(stream_id)) return;
   ResetStream(stream_id, error_code);
 }
 
@@ -51,10 +51,11 @@ void DownstreamConnection::Shutdown() {
   SendGoAway(NGHTTP2_NO_ERROR);
 }
 
-void DownstreamConnection::OnClosed(const std::string&) {
-  auto streams = std::move(streams_);
-  streams_.clear();
-  for (auto& [id, stream] : streams) stream->OnDownstreamClosed(NGHTTP2_CANCEL);
+void DownstreamConnection::OnClosed(const std::string&,
+                                    std::vector<std::shared_ptr<StreamHandler>> handlers) {
+  for (auto& handler : handlers) {
+    static_cast<ServerStream*>(handler.get())->OnDownstreamClosed(NGHTTP2_CANCEL);
+  }
 }
 
 void DownstreamConnection::OnPrefaceReceived() {
@@ -72,7 +73,7 @@ void DownstreamConnection::OnHeaderBlock(int32_t stream_id, bool first, Headers 
       return;
     }
     auto stream = factory_(*this, stream_id, std::move(headers), end_stream);
-    if (stream) streams_.emplace(stream_id, std::move(stream));
+    if (stream) Attach(stream_id, std::move(stream));
   } else if (end_stream) {  // request trailers: gRPC has none to carry, only the end
     if (auto stream = Find(stream_id)) stream->OnRequestEnd();
   }
@@ -91,12 +92,9 @@ void DownstreamConnection::OnEndStream(int32_t stream_id) {
   if (auto stream = Find(stream_id)) stream->OnRequestEnd();
 }
 
-void DownstreamConnection::OnStreamClosed(int32_t stream_id, uint32_t error_code) {
-  auto it = streams_.find(stream_id);
-  if (it == streams_.end()) return;
-  auto stream = std::move(it->second);
-  streams_.erase(it);
-  stream->OnDownstreamClosed(error_code);
+void DownstreamConnection::OnStreamClosed(int32_t, std::shared_ptr<StreamHandler> handler,
+                                          uint32_t error_code) {
+  if (handler) static_cast<ServerStream*>(handler.get())->OnDownstreamClosed(error_code);
 }
 
 ssize_t DownstreamConnection::ReadBody(int32_t stream_id, uint8_t* buf, size_t length,

@@ -9,7 +9,6 @@
 #include <functional>
 #include <memory>
 #include <string>
-#include <unordered_map>
 
 #include "relay/http2_connection.h"
 #include "relay/streams.h"
@@ -42,26 +41,27 @@ class DownstreamConnection : public Http2Connection {
 
   // Graceful shutdown: GOAWAY, calls in flight go on, the connection closes when they are done.
   void Shutdown();
-  size_t active_streams() const { return streams_.size(); }
 
  protected:
-  void OnClosed(const std::string& reason) override;
+  void OnClosed(const std::string& reason,
+                std::vector<std::shared_ptr<StreamHandler>> handlers) override;
 
  private:
   void OnPrefaceReceived() override;
   void OnHeaderBlock(int32_t stream_id, bool first, Headers headers, bool end_stream) override;
   void OnData(int32_t stream_id, const uint8_t* data, size_t n) override;
   void OnEndStream(int32_t stream_id) override;
-  void OnStreamClosed(int32_t stream_id, uint32_t error_code) override;
+  void OnStreamClosed(int32_t stream_id, std::shared_ptr<StreamHandler> handler,
+                      uint32_t error_code) override;
   ssize_t ReadBody(int32_t stream_id, uint8_t* buf, size_t length, uint32_t* data_flags) override;
 
+  // The call of a stream, or nullptr.
   std::shared_ptr<ServerStream> Find(int32_t stream_id);
 
   StreamFactory factory_;
   // Pending until the client's first frame: a connection that never speaks HTTP/2 is closed
   // instead of holding a descriptor and a session for ever. 0: none pending.
   EventLoop::TimerId preface_timer_ = 0;
-  std::unordered_map<int32_t, std::shared_ptr<ServerStream>> streams_;
 };
 
 }  // namespace shim::relay

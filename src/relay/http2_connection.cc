@@ -10,8 +10,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include "relay/hpack.h"
-
 namespace shim::relay {
 
 namespace {
@@ -70,13 +68,10 @@ bool Unpad(uint8_t flags, const uint8_t*& payload, size_t& length) {
 }  // namespace
 
 Http2Connection::Http2Connection(EventLoop& loop, int fd, std::string name, Role role)
-    : loop_(loop), role_(role), fd_(fd), name_(std::move(name)) {
-  nghttp2_hd_inflate_new(&inflater_);
-}
+    : loop_(loop), role_(role), fd_(fd), name_(std::move(name)) {}
 
 Http2Connection::~Http2Connection() {
   if (ping_ack_timer_ != 0) loop_.Cancel(ping_ack_timer_);
-  if (inflater_ != nullptr) nghttp2_hd_inflate_del(inflater_);
   if (fd_ >= 0) {
     loop_.Remove(fd_);
     close(fd_);
@@ -281,33 +276,9 @@ bool Http2Connection::OnHeaderBlockEnd(int32_t stream_id, const uint8_t* block, 
   // whole connection.
   Headers headers;
   headers.reserve(kTypicalHeaderCount);
-  size_t list_size = 0;  // RFC 9113 6.5.2 sizes: name + value + 32 per field
-  while (true) {
-    nghttp2_nv nv;
-    int inflate_flags = 0;
-    ssize_t n = nghttp2_hd_inflate_hd2(inflater_, &nv, &inflate_flags, block, length, 1);
-    if (n < 0) {
-      return Fail(NGHTTP2_COMPRESSION_ERROR,
-                  std::string("header block: ") + nghttp2_strerror(static_cast<int>(n)));
-    }
-    block += n;
-    length -= static_cast<size_t>(n);
-    if (inflate_flags & NGHTTP2_HD_INFLATE_EMIT) {
-      list_size += nv.namelen + nv.valuelen + 32;
-      if (list_size > kMaxHeaderList) {
-        Headers().swap(headers);  // decoding goes on for HPACK's sake; the fields are dropped
-      } else {
-        headers.push_back({std::string(reinterpret_cast<const char*>(nv.name), nv.namelen),
-                           std::string(reinterpret_cast<const char*>(nv.value), nv.valuelen)});
-      }
-    }
-    if (inflate_flags & NGHTTP2_HD_INFLATE_FINAL) {
-      nghttp2_hd_inflate_end_headers(inflater_);
-      break;
-    }
-    if (!(inflate_flags & NGHTTP2_HD_INFLATE_EMIT) && length == 0) {
-      return Fail(NGHTTP2_COMPRESSION_ERROR, "header block: truncated");
-    }
+  size_t list_size;
+  if (const char* error = decoder_.Decode(block, length, kMaxHeaderList, headers, list_size)) {
+    return Fail(NGHTTP2_COMPRESSION_ERROR, std::string("header block: ") + error);
   }
 
   Stream* stream = FindStream(stream_id);
@@ -340,7 +311,7 @@ bool Http2Connection::OnHeaderBlockEnd(int32_t stream_id, const uint8_t* block, 
       ScheduleFlush();
       return true;
     }
-    Stream& opened = streams_[stream_id];
+    Stream& opened = NewStream(stream_id);
     opened.send_window = peer_initial_window_;
     opened.recv_window = kStreamWindow;
     opened.remote_closed = end_stream;
@@ -486,11 +457,47 @@ Http2Connection::Stream* Http2Connection::FindStream(int32_t stream_id) {
   return it == streams_.end() ? nullptr : &it->second;
 }
 
+Http2Connection::Stream& Http2Connection::NewStream(int32_t stream_id) {
+  if (spare_streams_.empty()) return streams_[stream_id];
+  StreamMap::node_type node = std::move(spare_streams_.back());
+  spare_streams_.pop_back();
+  node.key() = stream_id;
+  return streams_.insert(std::move(node)).position->second;
+}
+
+void Http2Connection::ForgetStream(StreamMap::iterator it) {
+  if (it->second.handler) --attached_;
+  StreamMap::node_type node = streams_.extract(it);
+  if (spare_streams_.size() < kSpareStreams) {
+    node.mapped() = Stream{};
+    spare_streams_.push_back(std::move(node));
+  }
+}
+
+void Http2Connection::Attach(int32_t stream_id, std::shared_ptr<StreamHandler> handler) {
+  Stream* stream = FindStream(stream_id);
+  if (stream == nullptr) return;
+  if (!stream->handler) ++attached_;
+  stream->handler = std::move(handler);
+}
+
+std::shared_ptr<StreamHandler> Http2Connection::HandlerOf(int32_t stream_id) {
+  Stream* stream = FindStream(stream_id);
+  return stream == nullptr ? nullptr : stream->handler;
+}
+
+std::shared_ptr<StreamHandler> Http2Connection::Detach(int32_t stream_id) {
+  Stream* stream = FindStream(stream_id);
+  if (stream == nullptr || !stream->handler) return nullptr;
+  --attached_;
+  return std::move(stream->handler);
+}
+
 int32_t Http2Connection::OpenStream(const Headers& headers, bool end_stream) {
   if (next_stream_ < 0 || next_stream_ > kMaxWindow - 2) return -1;  // ids ran out
   int32_t id = next_stream_;
   next_stream_ += 2;
-  Stream& stream = streams_[id];
+  Stream& stream = NewStream(id);
   stream.send_window = peer_initial_window_;
   stream.recv_window = kStreamWindow;
   stream.local_closed = end_stream;
@@ -585,8 +592,10 @@ void Http2Connection::CloseStream(int32_t stream_id, uint32_t error_code) {
   auto it = streams_.find(stream_id);
   if (it == streams_.end()) return;
   if (role_ == Role::kClient && !it->second.headers_waiting) --local_streams_;
-  streams_.erase(it);
-  OnStreamClosed(stream_id, error_code);
+  std::shared_ptr<StreamHandler> handler = std::move(it->second.handler);
+  if (handler) --attached_;
+  ForgetStream(it);
+  OnStreamClosed(stream_id, std::move(handler), error_code);
   if (role_ == Role::kClient && !waiting_opens_.empty()) ScheduleFlush();
 }
 
@@ -852,8 +861,15 @@ void Http2Connection::TearDown() {
   loop_.Remove(fd_);
   close(fd_);
   fd_ = -1;
+  std::vector<std::shared_ptr<StreamHandler>> handlers;
+  handlers.reserve(attached_);
+  for (auto& [id, stream] : streams_) {
+    if (stream.handler) handlers.push_back(std::move(stream.handler));
+  }
   streams_.clear();
-  OnClosed(close_reason_);
+  spare_streams_.clear();
+  attached_ = 0;
+  OnClosed(close_reason_, std::move(handlers));
   if (on_closed_) on_closed_(this);  // may destroy this object: nothing after
 }
 

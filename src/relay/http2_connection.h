@@ -1,9 +1,9 @@
 // What the kubelet side and the runtime side of the relay share: one socket and the HTTP/2 of
-// it. The relay speaks HTTP/2 itself (RFC 9113) and borrows only HPACK decoding from libnghttp2: a
-// gRPC call is three header blocks and two small DATA frames, and a general session's stream
-// scheduling, frame queue and per-frame allocations cost more than the call's own bytes
-// (docs/performance.md). Input is parsed as it arrives; output is gathered into one buffer and
-// written once per loop turn (batching halves the system calls of a call).
+// it. The relay speaks HTTP/2 itself (RFC 9113; HPACK in relay/hpack.h): a gRPC call is three
+// header blocks and two small DATA frames, and a general session's stream scheduling, frame
+// queue and per-frame allocations cost more than the call's own bytes (docs/performance.md). Input
+// is parsed as it arrives; output is gathered into one buffer and written once per loop turn
+// (batching halves the system calls of a call).
 //
 // What it keeps of the protocol: the preface, SETTINGS (acknowledged, and the peer's window,
 // frame size and stream limit obeyed), flow control on both levels in both directions, PING
@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -29,6 +30,8 @@
 
 #include "relay/event_loop.h"
 #include "relay/grpc_wire.h"
+#include "relay/hpack.h"
+#include "relay/streams.h"
 
 namespace shim::relay {
 
@@ -73,6 +76,8 @@ class Http2Connection {
   void Resume(int32_t stream_id);
   // Sends RST_STREAM; OnStreamClosed(error_code) follows once it is written.
   void ResetStream(int32_t stream_id, uint32_t error_code);
+  // Streams with a handler attached: the calls in flight on this connection.
+  size_t active_streams() const { return attached_; }
 
  protected:
   // Subclasses call Start() once their construction is done.
@@ -86,16 +91,27 @@ class Http2Connection {
   // END_STREAM on a DATA frame.
   virtual void OnEndStream(int32_t stream_id) = 0;
   // The stream is closed on both sides (NO_ERROR), reset by the peer (its code), refused by its
-  // GOAWAY (REFUSED_STREAM) or reset by the shim because its data source failed.
-  virtual void OnStreamClosed(int32_t stream_id, uint32_t error_code) = 0;
+  // GOAWAY (REFUSED_STREAM) or reset by the shim because its data source failed. `handler` is
+  // what was attached to it, if it still was.
+  virtual void OnStreamClosed(int32_t stream_id, std::shared_ptr<StreamHandler> handler,
+                              uint32_t error_code) = 0;
   // The data source of a stream that has a body to send.
   virtual ssize_t ReadBody(int32_t stream_id, uint8_t* buf, size_t length,
                            uint32_t* data_flags) = 0;
   virtual void OnPeerGoAway(int32_t last_stream_id, uint32_t error_code);
   // The peer's first SETTINGS arrived (after the preface, for a server).
   virtual void OnPrefaceReceived();
-  // Every stream still open learns that the connection is gone. Runs once.
-  virtual void OnClosed(const std::string& reason) = 0;
+  // The connection is gone; `handlers` are those of the streams still open. Runs once.
+  virtual void OnClosed(const std::string& reason,
+                        std::vector<std::shared_ptr<StreamHandler>> handlers) = 0;
+
+  // The call a stream belongs to. Each stream holds one handler, so the connection needs no
+  // table of calls of its own. Attach on a stream that is gone does nothing.
+  void Attach(int32_t stream_id, std::shared_ptr<StreamHandler> handler);
+  // The stream's handler, or nullptr; a reference for the length of a call into it.
+  std::shared_ptr<StreamHandler> HandlerOf(int32_t stream_id);
+  // Takes the handler off the stream: no more calls into it.
+  std::shared_ptr<StreamHandler> Detach(int32_t stream_id);
 
   // Opens a stream (client role) with a request header block. Returns the stream id, or -1 when
   // ids ran out. The HEADERS wait while the peer's stream limit is reached.
@@ -125,7 +141,9 @@ class Http2Connection {
     bool has_trailers = false;
     Headers trailers;         // sent after the last DATA
     Headers request_headers;  // of a waiting request
+    std::shared_ptr<StreamHandler> handler;
   };
+  using StreamMap = std::unordered_map<int32_t, Stream>;
 
   void OnEvents(uint32_t events);
   void Flush();
@@ -161,6 +179,10 @@ class Http2Connection {
   // Forgets the stream and tells the subclass.
   void CloseStream(int32_t stream_id, uint32_t error_code);
   Stream* FindStream(int32_t stream_id);
+  // A new stream's entry, from a node kept from an earlier stream when there is one: a stream
+  // per call would otherwise cost an allocation.
+  Stream& NewStream(int32_t stream_id);
+  void ForgetStream(StreamMap::iterator it);
 
   Role role_;
   int fd_;
@@ -180,7 +202,7 @@ class Http2Connection {
   std::string close_reason_;
   ClosedCallback on_closed_;
 
-  nghttp2_hd_inflater* inflater_ = nullptr;
+  HpackDecoder decoder_;
   // A header block in pieces (HEADERS without END_HEADERS, then CONTINUATION).
   std::string block_;
   int32_t block_stream_ = 0;  // 0: no block in progress
@@ -188,7 +210,10 @@ class Http2Connection {
   bool block_end_stream_ = false;
 
   static constexpr size_t kTypicalHeaderCount = 12;
-  std::unordered_map<int32_t, Stream> streams_;
+  static constexpr size_t kSpareStreams = 16;
+  StreamMap streams_;
+  std::vector<StreamMap::node_type> spare_streams_;
+  size_t attached_ = 0;  // streams with a handler
   // Streams to report closed after the next write, with their codes.
   std::vector<std::pair<int32_t, uint32_t>> finished_;
   std::vector<std::pair<int32_t, uint32_t>> finishing_now_;

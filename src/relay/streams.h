@@ -17,9 +17,14 @@
 
 namespace shim::relay {
 
-class ServerStream {
+// Either face, as an HTTP/2 stream of a connection holds it (Http2Connection::Attach).
+class StreamHandler {
  public:
-  virtual ~ServerStream() = default;
+  virtual ~StreamHandler() = default;
+};
+
+class ServerStream : public StreamHandler {
+ public:
   virtual void OnRequestData(const uint8_t* data, size_t n) = 0;
   virtual void OnRequestEnd() = 0;
   // The downstream stream is closed (error_code NO_ERROR after a normal end) or its connection
@@ -30,9 +35,8 @@ class ServerStream {
   virtual ssize_t ReadResponse(uint8_t* buf, size_t length, uint32_t* data_flags) = 0;
 };
 
-class UpstreamStream {
+class UpstreamStream : public StreamHandler {
  public:
-  virtual ~UpstreamStream() = default;
   // First HEADERS of the answer; end_stream means trailers-only.
   virtual void OnResponseHeaders(Headers headers, bool end_stream) = 0;
   virtual void OnResponseData(const uint8_t* data, size_t n) = 0;

@@ -30,30 +30,31 @@ int32_t UpstreamConnection::Submit(const Headers& headers, std::shared_ptr<Upstr
     draining_ = true;
     return NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE;
   }
-  streams_.emplace(id, std::move(stream));
+  Attach(id, std::move(stream));
   return id;
 }
 
 void UpstreamConnection::Cancel(int32_t stream_id, uint32_t error_code) {
-  if (streams_.erase(stream_id) == 0) return;
+  if (!Detach(stream_id)) return;
   ResetStream(stream_id, error_code);
   CloseIfDrained();
 }
 
 void UpstreamConnection::CloseIfDrained() {
-  if (draining_ && streams_.empty()) Close("drained");
+  if (draining_ && active_streams() == 0) Close("drained");
 }
 
 std::shared_ptr<UpstreamStream> UpstreamConnection::Find(int32_t stream_id) {
-  auto it = streams_.find(stream_id);
-  return it == streams_.end() ? nullptr : it->second;
+  // Only UpstreamStreams are attached here.
+  return std::static_pointer_cast<UpstreamStream>(HandlerOf(stream_id));
 }
 
-void UpstreamConnection::OnClosed(const std::string& reason) {
+void UpstreamConnection::OnClosed(const std::string& reason,
+                                  std::vector<std::shared_ptr<StreamHandler>> handlers) {
   draining_ = true;
-  auto streams = std::move(streams_);
-  streams_.clear();
-  for (auto& [id, stream] : streams) stream->OnUpstreamClosed(NGHTTP2_INTERNAL_ERROR, reason);
+  for (auto& handler : handlers) {
+    static_cast<UpstreamStream*>(handler.get())->OnUpstreamClosed(NGHTTP2_INTERNAL_ERROR, reason);
+  }
 }
 
 void UpstreamConnection::OnPeerGoAway(int32_t last_stream_id, uint32_t error_code) {
@@ -85,16 +86,15 @@ void UpstreamConnection::OnData(int32_t stream_id, const uint8_t* data, size_t n
 
 void UpstreamConnection::OnEndStream(int32_t) {}
 
-void UpstreamConnection::OnStreamClosed(int32_t stream_id, uint32_t error_code) {
-  auto it = streams_.find(stream_id);
-  if (it == streams_.end()) return;
-  auto stream = std::move(it->second);
-  streams_.erase(it);
+void UpstreamConnection::OnStreamClosed(int32_t, std::shared_ptr<StreamHandler> handler,
+                                        uint32_t error_code) {
+  if (!handler) return;
   CloseIfDrained();
-  stream->OnUpstreamClosed(error_code, error_code == NGHTTP2_NO_ERROR
-                                           ? std::string()
-                                           : std::string("runtime reset the stream: ") +
-                                                 nghttp2_http2_strerror(error_code));
+  static_cast<UpstreamStream*>(handler.get())
+      ->OnUpstreamClosed(error_code, error_code == NGHTTP2_NO_ERROR
+                                         ? std::string()
+                                         : std::string("runtime reset the stream: ") +
+                                               nghttp2_http2_strerror(error_code));
 }
 
 ssize_t UpstreamConnection::ReadBody(int32_t stream_id, uint8_t* buf, size_t length,

@@ -7,7 +7,6 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "relay/http2_connection.h"
@@ -31,23 +30,24 @@ class UpstreamConnection : public Http2Connection {
   // False once the runtime said GOAWAY, stream ids ran out or the connection closed: new calls
   // then go to a new connection while this one finishes what it has.
   bool accepting() const { return !closing() && !draining_; }
-  size_t active_streams() const { return streams_.size(); }
 
  protected:
-  void OnClosed(const std::string& reason) override;
+  void OnClosed(const std::string& reason,
+                std::vector<std::shared_ptr<StreamHandler>> handlers) override;
 
  private:
   void OnPeerGoAway(int32_t last_stream_id, uint32_t error_code) override;
   void OnHeaderBlock(int32_t stream_id, bool first, Headers headers, bool end_stream) override;
   void OnData(int32_t stream_id, const uint8_t* data, size_t n) override;
   void OnEndStream(int32_t stream_id) override;
-  void OnStreamClosed(int32_t stream_id, uint32_t error_code) override;
+  void OnStreamClosed(int32_t stream_id, std::shared_ptr<StreamHandler> handler,
+                      uint32_t error_code) override;
   ssize_t ReadBody(int32_t stream_id, uint8_t* buf, size_t length, uint32_t* data_flags) override;
 
+  // The call of a stream, or nullptr.
   std::shared_ptr<UpstreamStream> Find(int32_t stream_id);
   void CloseIfDrained();
 
-  std::unordered_map<int32_t, std::shared_ptr<UpstreamStream>> streams_;
   bool draining_ = false;
 };
 

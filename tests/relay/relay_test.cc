@@ -692,46 +692,6 @@ std::string RequestBlock(const std::string& path) {
   return block;
 }
 
-TEST(Hpack, BlocksDecodeToTheSameHeadersWithAnyDecoder) {
-  shim::relay::Headers headers = {
-      {":method", "POST"},
-      {":scheme", "http"},
-      {":path", "/runtime.v1.RuntimeService/Version"},
-      {":authority", "/run/containerd/containerd.sock"},
-      {"content-type", "application/grpc"},
-      {"user-agent", "grpc-go/1.59.0"},
-      {"te", "trailers"},
-      {"grpc-timeout", "1999m"},
-      {":method", "GET"},
-      {":status", "200"},
-      {":status", "404"},
-      {"x-empty", ""},
-      {"x-long", std::string(300, 'v')},                 // a length past the 7-bit prefix
-      {std::string(200, 'n'), std::string(20000, 'w')},  // and past two more bytes
-  };
-  std::string block;
-  shim::relay::EncodeHeaderBlock(headers, block);
-  nghttp2_hd_inflater* inflater;
-  ASSERT_EQ(nghttp2_hd_inflate_new(&inflater), 0);
-  // Twice through one decoder: a block never leaves anything in the decoder's table that the
-  // next one relies on.
-  for (int round = 0; round < 2; ++round) {
-    shim::relay::Headers decoded = Decode(inflater, block);
-    ASSERT_EQ(decoded.size(), headers.size()) << "round " << round;
-    for (size_t i = 0; i < headers.size(); ++i) {
-      EXPECT_EQ(decoded[i].name, headers[i].name) << i;
-      EXPECT_EQ(decoded[i].value, headers[i].value) << i;
-    }
-    EXPECT_EQ(nghttp2_hd_inflate_get_num_table_entries(inflater), 61u)
-        << "the block added entries to the decoder's dynamic table";
-  }
-  nghttp2_hd_inflate_del(inflater);
-  // Static-table pairs take one byte each.
-  std::string post;
-  shim::relay::EncodeHeaderBlock({{":method", "POST"}, {":status", "200"}}, post);
-  EXPECT_EQ(post, "\x83\x88");
-}
-
 // A peer that breaks HTTP/2 gets a GOAWAY naming the error and loses its connection; the relay
 // goes on serving everyone else.
 TEST_F(RelayTest, ProtocolViolationsEndTheConnectionWithAGoAwayNamingTheError) {
