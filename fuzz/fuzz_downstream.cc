@@ -69,6 +69,18 @@ uint64_t Fnv(std::string_view text) {
   return h;
 }
 
+// libnghttp2's views of `headers`, valid while `headers` is unchanged (it copies at submit).
+std::vector<nghttp2_nv> ToNv(const Headers& headers) {
+  std::vector<nghttp2_nv> nv;
+  nv.reserve(headers.size());
+  for (const auto& h : headers) {
+    nv.push_back(nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(h.name.data())),
+                            reinterpret_cast<uint8_t*>(const_cast<char*>(h.value.data())),
+                            h.name.size(), h.value.size(), NGHTTP2_NV_FLAG_NONE});
+  }
+  return nv;
+}
+
 std::string Method(const std::string& path) {
   size_t slash = path.rfind('/');
   return slash == std::string::npos ? path : path.substr(slash + 1);
@@ -330,7 +342,7 @@ class Client {
   nghttp2_session* session() { return session_; }
 
   int32_t Request(const Headers& headers, std::string body, bool end_stream) {
-    auto nv = relay::ToNv(headers);
+    auto nv = ToNv(headers);
     if (end_stream) {
       return nghttp2_submit_request(session_, nullptr, nv.data(), nv.size(), nullptr, nullptr);
     }

@@ -36,8 +36,8 @@ void DownstreamConnection::SubmitResponse(int32_t stream_id, const Headers& head
   SendHeaders(stream_id, headers, end_stream, !end_stream);
 }
 
-void DownstreamConnection::SubmitTrailers(int32_t stream_id, Headers trailers) {
-  SendTrailers(stream_id, std::move(trailers));
+void DownstreamConnection::SubmitTrailers(int32_t stream_id, const Headers& trailers) {
+  SendTrailers(stream_id, trailers);
 }
 
 void DownstreamConnection::Cancel(int32_t stream_id, uint32_t error_code) {
@@ -65,14 +65,14 @@ void DownstreamConnection::OnPrefaceReceived() {
   }
 }
 
-void DownstreamConnection::OnHeaderBlock(int32_t stream_id, bool first, Headers headers,
+void DownstreamConnection::OnHeaderBlock(int32_t stream_id, bool first, const Headers& headers,
                                          bool end_stream) {
   if (first) {
     if (FindHeader(headers, ":path") == nullptr) {
       ResetStream(stream_id, NGHTTP2_PROTOCOL_ERROR);
       return;
     }
-    auto stream = factory_(*this, stream_id, std::move(headers), end_stream);
+    auto stream = factory_(*this, stream_id, headers, end_stream);
     if (stream) Attach(stream_id, std::move(stream));
   } else if (end_stream) {  // request trailers: gRPC has none to carry, only the end
     if (auto stream = Find(stream_id)) stream->OnRequestEnd();

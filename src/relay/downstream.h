@@ -17,10 +17,12 @@ namespace shim::relay {
 
 class DownstreamConnection;
 
-// Creates the call object for a request whose headers are complete. May answer at once (for
-// instance with an error) and return nullptr.
-using StreamFactory = std::function<std::shared_ptr<ServerStream>(
-    DownstreamConnection& connection, int32_t stream_id, Headers request_headers, bool end_stream)>;
+// Creates the call object for a request whose headers are complete (valid during the call only:
+// a call that keeps them copies them). May answer at once (for instance with an error) and return
+// nullptr.
+using StreamFactory =
+    std::function<std::shared_ptr<ServerStream>(DownstreamConnection& connection, int32_t stream_id,
+                                                const Headers& request_headers, bool end_stream)>;
 
 class DownstreamConnection : public Http2Connection {
  public:
@@ -34,8 +36,8 @@ class DownstreamConnection : public Http2Connection {
   // Response HEADERS; the body then comes from the stream's ReadResponse unless `end_stream`
   // (a trailers-only answer).
   void SubmitResponse(int32_t stream_id, const Headers& headers, bool end_stream);
-  // Trailers; only from inside ReadResponse, which then returns EOF | NO_END_STREAM.
-  void SubmitTrailers(int32_t stream_id, Headers trailers);
+  // Trailers, sent after the response body: ReadResponse then returns EOF | NO_END_STREAM.
+  void SubmitTrailers(int32_t stream_id, const Headers& trailers);
   // Resets the stream and forgets it: no more callbacks for it.
   void Cancel(int32_t stream_id, uint32_t error_code);
 
@@ -48,7 +50,8 @@ class DownstreamConnection : public Http2Connection {
 
  private:
   void OnPrefaceReceived() override;
-  void OnHeaderBlock(int32_t stream_id, bool first, Headers headers, bool end_stream) override;
+  void OnHeaderBlock(int32_t stream_id, bool first, const Headers& headers,
+                     bool end_stream) override;
   void OnData(int32_t stream_id, const uint8_t* data, size_t n) override;
   void OnEndStream(int32_t stream_id) override;
   void OnStreamClosed(int32_t stream_id, std::shared_ptr<StreamHandler> handler,

@@ -1,5 +1,6 @@
 #include "relay/grpc_wire.h"
 
+#include <charconv>
 #include <cstdio>
 
 namespace shim::relay {
@@ -11,16 +12,13 @@ const std::string* FindHeader(const Headers& headers, std::string_view name) {
   return nullptr;
 }
 
-std::vector<nghttp2_nv> ToNv(const Headers& headers) {
-  std::vector<nghttp2_nv> nv;
-  nv.reserve(headers.size());
-  for (const auto& h : headers) {
-    // NO_COPY is not used: nghttp2 copies at submit, so `headers` may die right after.
-    nv.push_back(nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(h.name.data())),
-                            reinterpret_cast<uint8_t*>(const_cast<char*>(h.value.data())),
-                            h.name.size(), h.value.size(), NGHTTP2_NV_FLAG_NONE});
-  }
-  return nv;
+int GrpcStatusOf(const Headers& headers, int missing) {
+  const std::string* status = FindHeader(headers, "grpc-status");
+  if (status == nullptr) return missing;
+  int code;
+  const char* end = status->data() + status->size();
+  auto [at, error] = std::from_chars(status->data(), end, code);
+  return error == std::errc() && at == end ? code : missing;
 }
 
 std::string_view GrpcCodeName(int code) {

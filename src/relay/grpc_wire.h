@@ -21,9 +21,6 @@ using Headers = std::vector<Header>;
 // Value of the first header named `name`, or nullptr.
 const std::string* FindHeader(const Headers& headers, std::string_view name);
 
-// nghttp2 name/value views of `headers`; valid while `headers` is unchanged.
-std::vector<nghttp2_nv> ToNv(const Headers& headers);
-
 // gRPC status codes (grpc/status.h), the ones the shim produces or reasons about.
 enum class GrpcCode : int {
   kOk = 0,
@@ -41,6 +38,10 @@ enum class GrpcCode : int {
   kUnauthenticated = 16,
 };
 std::string_view GrpcCodeName(int code);
+
+// The grpc-status of a header block (trailers, or a trailers-only answer), or `missing` when it
+// has none or it is not a number.
+int GrpcStatusOf(const Headers& headers, int missing);
 
 // Largest message the shim reassembles or relays: kubelet's and containerd's limit.
 inline constexpr size_t kMaxMessageBytes = 16 * 1024 * 1024;

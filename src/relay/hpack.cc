@@ -220,7 +220,9 @@ static_assert(kHuffman.by_code[256] == kEos);
 // anything but the start of EOS shorter than a byte.
 bool HuffmanDecode(const uint8_t* p, size_t n, std::string& out) {
   const uint8_t* end = p + n;
-  uint64_t bits = 0;  // the next bits, from the top
+  out.clear();
+  out.reserve(n * 8 / 5);  // the shortest code has 5 bits
+  uint64_t bits = 0;       // the next bits, from the top
   int have = 0;
   while (true) {
     while (have <= 56 && p < end) {
@@ -325,6 +327,7 @@ const char* HpackDecoder::Decode(const uint8_t* p, size_t length, size_t max_lis
                                  Headers& headers, size_t& list_size) {
   const uint8_t* end = p + length;
   list_size = 0;
+  size_t kept = 0;  // fields of this block in `headers`; the elements past them are room
   bool field_seen = false;
   while (p < end) {
     const uint8_t kind = *p;
@@ -339,32 +342,37 @@ const char* HpackDecoder::Decode(const uint8_t* p, size_t length, size_t max_lis
       continue;
     }
     field_seen = true;
+    // Assigning into an element kept from an earlier block reuses its strings' room.
+    Header& field = kept < headers.size() ? headers[kept] : headers.emplace_back();
     if (kind & 0x80) {
       // Indexed field (6.1).
       uint32_t index;
       if (!ReadInteger(p, end, 7, index)) return "a bad index";
-      const Header* field = Field(index);
-      if (field == nullptr) return "an index beyond the tables";
-      headers.push_back(*field);
+      const Header* found = Field(index);
+      if (found == nullptr) return "an index beyond the tables";
+      field.name.assign(found->name);
+      field.value.assign(found->value);
     } else {
       // Literal (6.2): with incremental indexing (01), without (0000), never indexed (0001).
       const bool add_to_table = kind & 0x40;
       uint32_t name_index;
       if (!ReadInteger(p, end, add_to_table ? 6 : 4, name_index)) return "a bad name index";
-      Header& field = headers.emplace_back();
       if (name_index != 0) {
         const Header* named = Field(name_index);
         if (named == nullptr) return "a name index beyond the tables";
-        field.name = named->name;
+        field.name.assign(named->name);
       } else if (const char* error = ReadString(p, end, field.name)) {
         return error;
       }
       if (const char* error = ReadString(p, end, field.value)) return error;
       if (add_to_table) Insert(field);
     }
-    list_size += EntrySize(headers.back());
-    if (list_size > max_list_size) headers.clear();
+    list_size += EntrySize(field);
+    // Over the limit, the fields are dropped as they come (the slot is overwritten by the next).
+    if (list_size <= max_list_size) ++kept;
   }
+  headers.resize(kept);
+  if (list_size > max_list_size) headers.clear();
   return nullptr;
 }
 

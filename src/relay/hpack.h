@@ -35,11 +35,13 @@ class HpackDecoder {
   // `table_size_limit`: the SETTINGS_HEADER_TABLE_SIZE the peer was told.
   explicit HpackDecoder(size_t table_size_limit = kHpackDefaultTableSize);
 
-  // Decodes one whole header block, appending its fields to `headers` while the list stays
-  // within `max_list_size` (RFC 9113 6.5.2 sizes: name + value + 32 per field). Past that
-  // `headers` is left empty, and decoding goes on to the end, since the table must still see
-  // every field. `list_size` is set to the list's size. Returns nullptr, or what is wrong with
-  // the block: a COMPRESSION_ERROR for the connection, whose table is then out of step.
+  // Decodes one whole header block into `headers`, replacing what was there (whose strings'
+  // room is reused, so a connection decoding into the same vector allocates nothing once its
+  // blocks have been seen). When the list is over `max_list_size` (RFC 9113 6.5.2 sizes: name +
+  // value + 32 per field), `headers` is left empty, and decoding goes on to the end, since the
+  // table must still see every field. `list_size` is set to the list's size. Returns nullptr, or
+  // what is wrong with the block: a COMPRESSION_ERROR for the connection, whose table is then
+  // out of step (and `headers` partly written).
   const char* Decode(const uint8_t* block, size_t length, size_t max_list_size, Headers& headers,
                      size_t& list_size);
 

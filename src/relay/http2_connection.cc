@@ -274,10 +274,8 @@ bool Http2Connection::OnHeaderBlockEnd(int32_t stream_id, const uint8_t* block, 
                                        bool end_stream) {
   // Every block is decoded, even one for a stream already gone: HPACK's table is shared by the
   // whole connection.
-  Headers headers;
-  headers.reserve(kTypicalHeaderCount);
   size_t list_size;
-  if (const char* error = decoder_.Decode(block, length, kMaxHeaderList, headers, list_size)) {
+  if (const char* error = decoder_.Decode(block, length, kMaxHeaderList, decoded_, list_size)) {
     return Fail(NGHTTP2_COMPRESSION_ERROR, std::string("header block: ") + error);
   }
 
@@ -316,7 +314,7 @@ bool Http2Connection::OnHeaderBlockEnd(int32_t stream_id, const uint8_t* block, 
     opened.recv_window = kStreamWindow;
     opened.remote_closed = end_stream;
     opened.headers_received = true;
-    OnHeaderBlock(stream_id, true, std::move(headers), end_stream);
+    OnHeaderBlock(stream_id, true, decoded_, end_stream);
   } else {
     if (stream->headers_waiting) {
       return Fail(NGHTTP2_PROTOCOL_ERROR, "HEADERS on a stream the shim has not opened yet");
@@ -325,7 +323,7 @@ bool Http2Connection::OnHeaderBlockEnd(int32_t stream_id, const uint8_t* block, 
     bool first = !stream->headers_received;
     stream->headers_received = true;
     if (end_stream) stream->remote_closed = true;
-    OnHeaderBlock(stream_id, first, std::move(headers), end_stream);
+    OnHeaderBlock(stream_id, first, decoded_, end_stream);
   }
   if (end_stream && (stream = FindStream(stream_id)) != nullptr) MaybeFinish(stream_id, *stream);
   return !closing_;
@@ -453,8 +451,12 @@ bool Http2Connection::Fail(uint32_t code, const std::string& reason) {
 // --- Streams ----------------------------------------------------------------------------------
 
 Http2Connection::Stream* Http2Connection::FindStream(int32_t stream_id) {
+  if (stream_id == found_id_) return found_;
   auto it = streams_.find(stream_id);
-  return it == streams_.end() ? nullptr : &it->second;
+  if (it == streams_.end()) return nullptr;
+  found_id_ = stream_id;
+  found_ = &it->second;
+  return found_;
 }
 
 Http2Connection::Stream& Http2Connection::NewStream(int32_t stream_id) {
@@ -467,9 +469,16 @@ Http2Connection::Stream& Http2Connection::NewStream(int32_t stream_id) {
 
 void Http2Connection::ForgetStream(StreamMap::iterator it) {
   if (it->second.handler) --attached_;
+  if (it->first == found_id_) {
+    found_id_ = 0;
+    found_ = nullptr;
+  }
   StreamMap::node_type node = streams_.extract(it);
   if (spare_streams_.size() < kSpareStreams) {
+    Headers trailers = std::move(node.mapped().trailers);
+    trailers.clear();
     node.mapped() = Stream{};
+    node.mapped().trailers = std::move(trailers);
     spare_streams_.push_back(std::move(node));
   }
 }
@@ -546,9 +555,9 @@ void Http2Connection::SendHeaders(int32_t stream_id, const Headers& headers, boo
   ScheduleFlush();
 }
 
-void Http2Connection::SendTrailers(int32_t stream_id, Headers trailers) {
+void Http2Connection::SendTrailers(int32_t stream_id, const Headers& trailers) {
   if (Stream* stream = FindStream(stream_id)) {
-    stream->trailers = std::move(trailers);
+    stream->trailers.assign(trailers.begin(), trailers.end());
     stream->has_trailers = true;
   }
 }
@@ -777,9 +786,9 @@ bool Http2Connection::SendDataOf(int32_t stream_id, Stream& stream) {
     if (eof) {
       s->has_body = false;
       if (trailers_follow) {
-        Headers trailers = std::move(s->trailers);
         s->has_trailers = false;
-        WriteHeaders(stream_id, trailers, true);
+        WriteHeaders(stream_id, s->trailers, true);
+        s->trailers.clear();
       }
       s->local_closed = true;
       MaybeFinish(stream_id, *s);
@@ -868,6 +877,8 @@ void Http2Connection::TearDown() {
   }
   streams_.clear();
   spare_streams_.clear();
+  found_id_ = 0;
+  found_ = nullptr;
   attached_ = 0;
   OnClosed(close_reason_, std::move(handlers));
   if (on_closed_) on_closed_(this);  // may destroy this object: nothing after

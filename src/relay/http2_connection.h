@@ -84,8 +84,10 @@ class Http2Connection {
   void Start(const std::vector<std::pair<uint16_t, uint32_t>>& settings);
 
   // A complete header block from the peer: `first` for a stream's first block (a request for a
-  // server, the response headers for a client), later ones are trailers.
-  virtual void OnHeaderBlock(int32_t stream_id, bool first, Headers headers, bool end_stream) = 0;
+  // server, the response headers for a client), later ones are trailers. `headers` is the
+  // connection's decoding buffer, valid during the call only: what is kept is copied.
+  virtual void OnHeaderBlock(int32_t stream_id, bool first, const Headers& headers,
+                             bool end_stream) = 0;
   // DATA of an open stream.
   virtual void OnData(int32_t stream_id, const uint8_t* data, size_t n) = 0;
   // END_STREAM on a DATA frame.
@@ -119,8 +121,8 @@ class Http2Connection {
   // A header block on a stream: response headers (server), trailers (with end_stream).
   // `has_body`: the stream's data source is read next (ReadBody).
   void SendHeaders(int32_t stream_id, const Headers& headers, bool end_stream, bool has_body);
-  // Trailers: only from inside ReadBody, which then returns EOF | NO_END_STREAM.
-  void SendTrailers(int32_t stream_id, Headers trailers);
+  // Trailers, sent after the stream's last DATA: ReadBody then returns EOF | NO_END_STREAM.
+  void SendTrailers(int32_t stream_id, const Headers& trailers);
   void SendGoAway(uint32_t error_code);
 
   EventLoop& loop_;
@@ -139,7 +141,7 @@ class Http2Connection {
     bool headers_waiting = false;   // a request over the peer's stream limit, not sent yet
     bool finishing = false;         // in finished_
     bool has_trailers = false;
-    Headers trailers;         // sent after the last DATA
+    Headers trailers;         // sent after the last DATA; its room is kept with the node
     Headers request_headers;  // of a waiting request
     std::shared_ptr<StreamHandler> handler;
   };
@@ -203,15 +205,21 @@ class Http2Connection {
   ClosedCallback on_closed_;
 
   HpackDecoder decoder_;
+  // Every header block is decoded here: the strings' room serves the next block, so a call's
+  // headers cost no allocation once the connection has seen one.
+  Headers decoded_;
   // A header block in pieces (HEADERS without END_HEADERS, then CONTINUATION).
   std::string block_;
   int32_t block_stream_ = 0;  // 0: no block in progress
   size_t block_frames_ = 0;   // CONTINUATION frames so far
   bool block_end_stream_ = false;
 
-  static constexpr size_t kTypicalHeaderCount = 12;
   static constexpr size_t kSpareStreams = 16;
   StreamMap streams_;
+  // The stream FindStream found last: a frame's handling looks its stream up several times. A
+  // map node does not move, so the pointer holds until the stream is forgotten. 0: none.
+  int32_t found_id_ = 0;
+  Stream* found_ = nullptr;
   std::vector<StreamMap::node_type> spare_streams_;
   size_t attached_ = 0;  // streams with a handler
   // Streams to report closed after the next write, with their codes.

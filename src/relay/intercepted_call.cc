@@ -115,9 +115,7 @@ void InterceptedCall::Send(Headers headers, std::string body, Headers trailers) 
   runtime_calls_.clear();
   cancel_hook_ = nullptr;
   if (observer_ != nullptr) {
-    const std::string* status = FindHeader(trailers, "grpc-status");
-    observer_->OnCallFinished(method_,
-                              status ? std::atoi(status->c_str()) : CallObserver::kCallReset,
+    observer_->OnCallFinished(method_, GrpcStatusOf(trailers, CallObserver::kCallReset),
                               std::chrono::steady_clock::now() - start_);
   }
   if (down_ == nullptr) return;
@@ -137,7 +135,7 @@ ssize_t InterceptedCall::ReadResponse(uint8_t* buf, size_t length, uint32_t* dat
   if (response_sent_ == response_body_.size()) {
     *data_flags |= NGHTTP2_DATA_FLAG_EOF;
     if (!response_trailers_.empty()) {
-      down_->SubmitTrailers(down_id_, std::move(response_trailers_));
+      down_->SubmitTrailers(down_id_, response_trailers_);
       *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
     }
   }

@@ -51,8 +51,8 @@ void RelayServer::Accept() {
     }
     auto connection = std::make_unique<DownstreamConnection>(
         loop_, fd, "client#" + std::to_string(++accepted_),
-        [this](DownstreamConnection& down, int32_t id, Headers headers, bool end_stream) {
-          return NewStream(down, id, std::move(headers), end_stream);
+        [this](DownstreamConnection& down, int32_t id, const Headers& headers, bool end_stream) {
+          return NewStream(down, id, headers, end_stream);
         },
         preface_timeout_);
     connection->set_on_closed([this](Http2Connection* c) { Drop(c); });
@@ -81,13 +81,13 @@ void RelayServer::PauseAccepting(int error) {
 }
 
 std::shared_ptr<ServerStream> RelayServer::NewStream(DownstreamConnection& down, int32_t id,
-                                                     Headers headers, bool end_stream) {
+                                                     const Headers& headers, bool end_stream) {
   WatchForFlood(CallsInFlight() + 1);
   const std::string& path = *FindHeader(headers, ":path");
   Route route = RouteOf(path);
   if (route.intercepted) {
-    auto call = std::make_shared<InterceptedCall>(loop_, down, id, std::move(headers), pool_,
-                                                  *interceptor_, observer_, route.method_id);
+    auto call = std::make_shared<InterceptedCall>(loop_, down, id, headers, pool_, *interceptor_,
+                                                  observer_, route.method_id);
     if (end_stream) call->OnRequestEnd();
     return call;
   }

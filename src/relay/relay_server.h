@@ -50,8 +50,8 @@ class RelayServer {
     int method_id;  // the observer's
   };
   Route RouteOf(const std::string& path);
-  std::shared_ptr<ServerStream> NewStream(DownstreamConnection& down, int32_t id, Headers headers,
-                                          bool end_stream);
+  std::shared_ptr<ServerStream> NewStream(DownstreamConnection& down, int32_t id,
+                                          const Headers& headers, bool end_stream);
   void Drop(Http2Connection* connection);
   size_t CallsInFlight() const;
   // After a flood of calls, gives the heap pages it left free back to the kernel (see .cc).

@@ -18,11 +18,6 @@ GrpcCode CodeForReset(uint32_t error_code) {
       return GrpcCode::kUnavailable;
   }
 }
-// The grpc-status of a header block, or kCallReset when it has none.
-int StatusOf(const Headers& headers) {
-  const std::string* status = FindHeader(headers, "grpc-status");
-  return status == nullptr ? CallObserver::kCallReset : std::atoi(status->c_str());
-}
 }  // namespace
 
 std::shared_ptr<ServerStream> RelayedCall::Start(DownstreamConnection& down, int32_t down_id,
@@ -88,11 +83,11 @@ ssize_t RelayedCall::ReadRequest(uint8_t* buf, size_t length, uint32_t* data_fla
   return static_cast<ssize_t>(n);
 }
 
-void RelayedCall::OnResponseHeaders(Headers headers, bool end_stream) {
+void RelayedCall::OnResponseHeaders(const Headers& headers, bool end_stream) {
   if (down_ == nullptr) return;
   response_started_ = true;
   response_ended_ = end_stream;
-  if (end_stream) code_ = StatusOf(headers);
+  if (end_stream) code_ = GrpcStatusOf(headers, CallObserver::kCallReset);
   down_->SubmitResponse(down_id_, headers, end_stream);
 }
 
@@ -107,11 +102,16 @@ void RelayedCall::OnResponseData(const uint8_t* data, size_t n) {
   down_->Resume(down_id_);
 }
 
-void RelayedCall::OnResponseTrailers(Headers trailers) {
-  trailers_ = std::move(trailers);
-  code_ = StatusOf(trailers_);
+void RelayedCall::OnResponseTrailers(const Headers& trailers) {
+  code_ = GrpcStatusOf(trailers, CallObserver::kCallReset);
   response_ended_ = true;
-  if (down_ != nullptr) down_->Resume(down_id_);
+  if (down_ == nullptr) return;
+  // Handed over now (the stream keeps them until the body is out), so they are copied once.
+  if (!trailers.empty()) {
+    down_->SubmitTrailers(down_id_, trailers);
+    trailers_submitted_ = true;
+  }
+  down_->Resume(down_id_);
 }
 
 ssize_t RelayedCall::ReadResponse(uint8_t* buf, size_t length, uint32_t* data_flags) {
@@ -123,10 +123,7 @@ ssize_t RelayedCall::ReadResponse(uint8_t* buf, size_t length, uint32_t* data_fl
   if (response_.empty()) {
     if (response_ended_) {
       *data_flags |= NGHTTP2_DATA_FLAG_EOF;
-      if (!trailers_.empty()) {
-        down_->SubmitTrailers(down_id_, std::move(trailers_));
-        *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-      }
+      if (trailers_submitted_) *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
     } else if (n == 0) {
       return NGHTTP2_ERR_DEFERRED;
     }

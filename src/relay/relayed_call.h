@@ -37,9 +37,9 @@ class RelayedCall final : public ServerStream,
   ssize_t ReadResponse(uint8_t* buf, size_t length, uint32_t* data_flags) override;
 
   // UpstreamStream
-  void OnResponseHeaders(Headers headers, bool end_stream) override;
+  void OnResponseHeaders(const Headers& headers, bool end_stream) override;
   void OnResponseData(const uint8_t* data, size_t n) override;
-  void OnResponseTrailers(Headers trailers) override;
+  void OnResponseTrailers(const Headers& trailers) override;
   void OnUpstreamClosed(uint32_t error_code, const std::string& reason) override;
   ssize_t ReadRequest(uint8_t* buf, size_t length, uint32_t* data_flags) override;
 
@@ -56,7 +56,7 @@ class RelayedCall final : public ServerStream,
   bool request_ended_ = false;
   bool response_started_ = false;
   bool response_ended_ = false;
-  Headers trailers_;
+  bool trailers_submitted_ = false;  // to the downstream stream, sent after the body
 
   CallObserver* observer_;
   int method_;

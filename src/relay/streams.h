@@ -37,10 +37,11 @@ class ServerStream : public StreamHandler {
 
 class UpstreamStream : public StreamHandler {
  public:
-  // First HEADERS of the answer; end_stream means trailers-only.
-  virtual void OnResponseHeaders(Headers headers, bool end_stream) = 0;
+  // First HEADERS of the answer; end_stream means trailers-only. The header blocks are valid
+  // during the call only.
+  virtual void OnResponseHeaders(const Headers& headers, bool end_stream) = 0;
   virtual void OnResponseData(const uint8_t* data, size_t n) = 0;
-  virtual void OnResponseTrailers(Headers trailers) = 0;
+  virtual void OnResponseTrailers(const Headers& trailers) = 0;
   // The upstream stream is closed: NO_ERROR after a normal end, the peer's RST_STREAM code, or
   // NGHTTP2_REFUSED_STREAM / NGHTTP2_INTERNAL_ERROR when the connection went away (`reason`).
   virtual void OnUpstreamClosed(uint32_t error_code, const std::string& reason) = 0;

@@ -44,11 +44,11 @@ void UnaryCall::Cancel() {
   Finish(false, GrpcCode::kCancelled, "cancelled");
 }
 
-void UnaryCall::OnResponseHeaders(Headers headers, bool end_stream) {
+void UnaryCall::OnResponseHeaders(const Headers& headers, bool end_stream) {
   if (end_stream) {
-    result_.trailers = std::move(headers);
+    result_.trailers = headers;
   } else {
-    result_.headers = std::move(headers);
+    result_.headers = headers;
   }
 }
 
@@ -64,8 +64,8 @@ void UnaryCall::OnResponseData(const uint8_t* data, size_t n) {
   result_.body.append(reinterpret_cast<const char*>(data), n);
 }
 
-void UnaryCall::OnResponseTrailers(Headers trailers) {
-  result_.trailers = std::move(trailers);
+void UnaryCall::OnResponseTrailers(const Headers& trailers) {
+  result_.trailers = trailers;
 }
 
 void UnaryCall::OnUpstreamClosed(uint32_t error_code, const std::string& reason) {
@@ -82,7 +82,8 @@ void UnaryCall::OnUpstreamClosed(uint32_t error_code, const std::string& reason)
   }
   (void)error_code;  // a reset after the trailers (grpc-go's NO_ERROR) changes nothing
   result_.answered = true;
-  result_.code = std::atoi(status->c_str());
+  // A grpc-status that is not a number is the runtime's fault, not a success.
+  result_.code = GrpcStatusOf(result_.trailers, static_cast<int>(GrpcCode::kUnknown));
   const std::string* message = FindHeader(result_.trailers, "grpc-message");
   result_.message = message ? PercentDecode(*message) : "";
   Done done = std::move(done_);

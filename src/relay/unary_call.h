@@ -45,9 +45,9 @@ class UnaryCall final : public UpstreamStream {
   void Cancel();
 
   // UpstreamStream
-  void OnResponseHeaders(Headers headers, bool end_stream) override;
+  void OnResponseHeaders(const Headers& headers, bool end_stream) override;
   void OnResponseData(const uint8_t* data, size_t n) override;
-  void OnResponseTrailers(Headers trailers) override;
+  void OnResponseTrailers(const Headers& trailers) override;
   void OnUpstreamClosed(uint32_t error_code, const std::string& reason) override;
   ssize_t ReadRequest(uint8_t* buf, size_t length, uint32_t* data_flags) override;
 

@@ -64,14 +64,14 @@ void UpstreamConnection::OnPeerGoAway(int32_t last_stream_id, uint32_t error_cod
                 error_code);
 }
 
-void UpstreamConnection::OnHeaderBlock(int32_t stream_id, bool first, Headers headers,
+void UpstreamConnection::OnHeaderBlock(int32_t stream_id, bool first, const Headers& headers,
                                        bool end_stream) {
   auto stream = Find(stream_id);
   if (!stream) return;
   if (first) {
-    stream->OnResponseHeaders(std::move(headers), end_stream);
+    stream->OnResponseHeaders(headers, end_stream);
   } else if (end_stream) {
-    stream->OnResponseTrailers(std::move(headers));
+    stream->OnResponseTrailers(headers);
   }
 }
 

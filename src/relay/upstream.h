@@ -37,7 +37,8 @@ class UpstreamConnection : public Http2Connection {
 
  private:
   void OnPeerGoAway(int32_t last_stream_id, uint32_t error_code) override;
-  void OnHeaderBlock(int32_t stream_id, bool first, Headers headers, bool end_stream) override;
+  void OnHeaderBlock(int32_t stream_id, bool first, const Headers& headers,
+                     bool end_stream) override;
   void OnData(int32_t stream_id, const uint8_t* data, size_t n) override;
   void OnEndStream(int32_t stream_id) override;
   void OnStreamClosed(int32_t stream_id, std::shared_ptr<StreamHandler> handler,
