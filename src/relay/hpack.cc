@@ -401,10 +401,21 @@ void HpackDecoder::Insert(const Header& field) {
 
 void HpackDecoder::EvictTo(size_t size) {
   while (size_ > size) {
-    const Header& oldest = ring_[(newest_ + count_ - 1) % ring_.size()];
+    Header& oldest = ring_[(newest_ + count_ - 1) % ring_.size()];
     size_ -= EntrySize(oldest);
     --count_;
+    // The room stays for the entry that replaces this one, unless it is more than ordinary
+    // fields need: whatever large values passed through, the ring then holds little beyond the
+    // table's own bytes.
+    if (oldest.name.capacity() > kKeptRoom) std::string().swap(oldest.name);
+    if (oldest.value.capacity() > kKeptRoom) std::string().swap(oldest.value);
   }
+}
+
+size_t HpackDecoder::retained_room() const {
+  size_t room = 0;
+  for (const Header& entry : ring_) room += entry.name.capacity() + entry.value.capacity();
+  return room;
 }
 
 }  // namespace shim::relay

@@ -47,6 +47,12 @@ class HpackDecoder {
 
   // Entries in the dynamic table (tests).
   size_t table_entries() const { return count_; }
+  // Bytes the table's strings hold room for, live entries and evicted ones (tests).
+  size_t retained_room() const;
+
+  // Room an evicted entry's strings keep for the entry that will replace them: enough for the
+  // fields peers index (paths, user agents, content types).
+  static constexpr size_t kKeptRoom = 64;
 
  private:
   // The field at a 1-based HPACK index (static table first, then dynamic, newest first), or
@@ -61,7 +67,7 @@ class HpackDecoder {
   size_t max_size_;  // the table's bound now
   size_t size_ = 0;  // of the entries, RFC 7541 4.1 sizes
   // The entries as a ring, newest at newest_; an entry takes at least 32 bytes, so limit_ / 32
-  // of them fill it. Evicted strings keep their room for the entries that replace them.
+  // of them fill it. Evicted strings keep up to kKeptRoom for the entries that replace them.
   std::vector<Header> ring_;
   size_t newest_ = 0;
   size_t count_ = 0;

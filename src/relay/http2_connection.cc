@@ -278,6 +278,15 @@ bool Http2Connection::OnHeaderBlockEnd(int32_t stream_id, const uint8_t* block, 
   if (const char* error = decoder_.Decode(block, length, kMaxHeaderList, decoded_, list_size)) {
     return Fail(NGHTTP2_COMPRESSION_ERROR, std::string("header block: ") + error);
   }
+  // The room of a list larger than calls need is given back once the block is handled, so that
+  // a connection that once received one does not hold it while idle.
+  struct GiveBackLargeRoom {
+    Headers& headers;
+    size_t list_size;
+    ~GiveBackLargeRoom() {
+      if (list_size > kKeptHeaderListRoom) Headers().swap(headers);
+    }
+  } give_back{decoded_, list_size};
 
   Stream* stream = FindStream(stream_id);
   if (list_size > kMaxHeaderList) {

@@ -206,8 +206,10 @@ class Http2Connection {
 
   HpackDecoder decoder_;
   // Every header block is decoded here: the strings' room serves the next block, so a call's
-  // headers cost no allocation once the connection has seen one.
+  // headers cost no allocation once the connection has seen one. Not after a list over
+  // kKeptHeaderListRoom: that room is given back.
   Headers decoded_;
+  static constexpr size_t kKeptHeaderListRoom = 16 * 1024;
   // A header block in pieces (HEADERS without END_HEADERS, then CONTINUATION).
   std::string block_;
   int32_t block_stream_ = 0;  // 0: no block in progress

@@ -246,6 +246,36 @@ TEST(HpackDecoder, ALiteralMayNameTheEntryItsInsertionEvicts) {
   EXPECT_EQ(ours.table_entries(), 0u);
 }
 
+// Large entries cycled through the table (each evicting the one before) leave the ring holding
+// about the table's size, not the room of every value that passed through.
+TEST(HpackDecoder, EvictedLargeEntriesGiveTheirRoomBack) {
+  HpackDecoder ours;
+  const std::string large(3000, 'v');
+  for (int i = 0; i < 300; ++i) {
+    std::string name = "x-" + std::to_string(i);
+    // Literal with incremental indexing, new name; a 3000-byte value (length in 7+ bits).
+    std::string block = "\x40" + std::string(1, static_cast<char>(name.size())) + name + "\x7f";
+    for (size_t rest = large.size() - 127; rest >= 128; rest >>= 7) {
+      block.push_back(static_cast<char>(0x80 | (rest & 0x7f)));
+    }
+    block.push_back(static_cast<char>((large.size() - 127) >> 7));
+    block += large;
+    Headers decoded = Decode(ours, block);
+    ASSERT_EQ(decoded.size(), 1u);
+    ASSERT_EQ(decoded[0].value.size(), large.size());
+    ASSERT_EQ(ours.table_entries(), 1u) << "each entry evicts the one before";
+  }
+  // One live entry (about 3 KB, with the string's slack) and the evicted ones' kept room.
+  EXPECT_LE(ours.retained_room(), 2 * large.size() + 129 * 2 * (HpackDecoder::kKeptRoom + 1));
+  // Small entries keep their room: the next ones reuse it.
+  for (int i = 0; i < 300; ++i)
+    Decode(ours,
+           "\x40\x01"
+           "a\x05"
+           "small");
+  EXPECT_EQ(ours.table_entries(), 4096u / 38);
+}
+
 TEST(HpackDecoder, AListOverTheLimitIsDroppedButStillIndexed) {
   HpackDecoder ours;
   std::string block;
