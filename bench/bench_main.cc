@@ -806,6 +806,8 @@ struct FloorRow {
   std::string method;
   int callers;
   double pipe_p50, pipe_over_direct, shim_over_pipe, pipe_cpu, shim_cpu, cpu_ratio;
+  // Throughput: the pipe's over direct's, and the shim's over the pipe's.
+  double pipe_cps_over_direct, shim_cps_over_pipe;
 };
 std::vector<FloorRow> FloorRows(const Report& r) {
   std::vector<FloorRow> rows;
@@ -815,7 +817,9 @@ std::vector<FloorRow> FloorRows(const Report& r) {
     double pipe_cpu = SchedCpuPerCall(m.pipe), shim_cpu = SchedCpuPerCall(m.shim);
     rows.push_back({m.method, m.callers, m.pipe.p50, m.pipe.p50 / m.direct.p50,
                     m.shim.p50 / m.pipe.p50, pipe_cpu, shim_cpu,
-                    pipe_cpu > 0 ? shim_cpu / pipe_cpu : 0});
+                    pipe_cpu > 0 ? shim_cpu / pipe_cpu : 0,
+                    m.direct.cps > 0 ? m.pipe.cps / m.direct.cps : 0,
+                    m.pipe.cps > 0 ? m.shim.cps / m.pipe.cps : 0});
   }
   return rows;
 }
@@ -953,14 +957,17 @@ void PrintText(const Report& r, std::ostream& out) {
     out << "the floor: a plain byte pipe in the shim's place, same rounds\n"
         << Pad("method", 18, true) << Pad("callers", 8) << " |" << Pad("pipe p50", 9)
         << Pad("pipe/direct", 12) << Pad("shim/pipe", 10) << " |" << Pad("pipe CPU", 9)
-        << Pad("shim CPU", 9) << Pad("shim/pipe", 10) << "\n";
+        << Pad("shim CPU", 9) << Pad("shim/pipe", 10) << " |" << Pad("pipe/direct", 12)
+        << Pad("shim/pipe", 10) << "\n";
     for (const auto& f : floor) {
       out << Pad(f.method, 18, true) << Pad(std::to_string(f.callers), 8) << " |"
           << Pad(Fixed(f.pipe_p50, 0), 9) << Pad(Fixed(f.pipe_over_direct, 2), 12)
           << Pad(Fixed(f.shim_over_pipe, 2), 10) << " |" << Pad(Fixed(f.pipe_cpu, 1), 9)
-          << Pad(Fixed(f.shim_cpu, 1), 9) << Pad(Fixed(f.cpu_ratio, 2), 10) << "\n";
+          << Pad(Fixed(f.shim_cpu, 1), 9) << Pad(Fixed(f.cpu_ratio, 2), 10) << " |"
+          << Pad(Fixed(f.pipe_cps_over_direct, 2), 12) << Pad(Fixed(f.shim_cps_over_pipe, 2), 10)
+          << "\n";
     }
-    out << "(p50 in us; CPU in us per call from schedstat run time)\n\n";
+    out << "(p50 in us; CPU in us per call from schedstat run time; last two: calls/s)\n\n";
   }
   out << "containerd CPU us/call (stat):";
   for (const auto& m : r.measurements) {
@@ -1033,12 +1040,13 @@ void WriteMarkdown(const Report& r, const Options& options, const std::string& p
            "read and write) in the shim's place between the same client and containerd. CPU per "
            "call from schedstat run time.\n\n";
     out << "| method | callers | pipe p50 us | pipe/direct p50 | shim/pipe p50 | pipe CPU us/call "
-           "| shim CPU us/call | shim/pipe CPU |\n";
-    out << "|---|---:|---:|---:|---:|---:|---:|---:|\n";
+           "| shim CPU us/call | shim/pipe CPU | pipe/direct calls/s | shim/pipe calls/s |\n";
+    out << "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for (const auto& f : floor) {
       out << "| " << f.method << " | " << f.callers << " | " << Fixed(f.pipe_p50, 0) << " | "
           << Fixed(f.pipe_over_direct, 2) << " | " << Fixed(f.shim_over_pipe, 2) << " | "
           << Fixed(f.pipe_cpu, 1) << " | " << Fixed(f.shim_cpu, 1) << " | " << Fixed(f.cpu_ratio, 2)
+          << " | " << Fixed(f.pipe_cps_over_direct, 2) << " | " << Fixed(f.shim_cps_over_pipe, 2)
           << " |\n";
     }
     out << "\n";
