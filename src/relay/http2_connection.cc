@@ -567,7 +567,6 @@ void Http2Connection::SendHeaders(int32_t stream_id, const Headers& headers, boo
 void Http2Connection::SendTrailers(int32_t stream_id, const Headers& trailers) {
   if (Stream* stream = FindStream(stream_id)) {
     stream->trailers.assign(trailers.begin(), trailers.end());
-    stream->has_trailers = true;
   }
 }
 
@@ -784,7 +783,9 @@ bool Http2Connection::SendDataOf(int32_t stream_id, Stream& stream) {
       return false;
     }
     bool eof = data_flags & NGHTTP2_DATA_FLAG_EOF;
-    bool trailers_follow = eof && (data_flags & NGHTTP2_DATA_FLAG_NO_END_STREAM) && s->has_trailers;
+    // No trailers (or an empty block) end the stream on the last DATA instead.
+    bool trailers_follow =
+        eof && (data_flags & NGHTTP2_DATA_FLAG_NO_END_STREAM) && !s->trailers.empty();
     if (n > 0 || (eof && !trailers_follow)) {
       WriteFrameHeader(static_cast<size_t>(n), NGHTTP2_DATA,
                        eof && !trailers_follow ? NGHTTP2_FLAG_END_STREAM : 0, stream_id);
@@ -795,7 +796,6 @@ bool Http2Connection::SendDataOf(int32_t stream_id, Stream& stream) {
     if (eof) {
       s->has_body = false;
       if (trailers_follow) {
-        s->has_trailers = false;
         WriteHeaders(stream_id, s->trailers, true);
         s->trailers.clear();
       }

@@ -140,9 +140,8 @@ class Http2Connection {
     bool queued = false;            // in ready_
     bool headers_waiting = false;   // a request over the peer's stream limit, not sent yet
     bool finishing = false;         // in finished_
-    bool has_trailers = false;
-    Headers trailers;         // sent after the last DATA; its room is kept with the node
-    Headers request_headers;  // of a waiting request
+    Headers trailers;               // sent after the last DATA; its room is kept with the node
+    Headers request_headers;        // of a waiting request
     std::shared_ptr<StreamHandler> handler;
   };
   using StreamMap = std::unordered_map<int32_t, Stream>;
