@@ -124,8 +124,12 @@ void InterceptedCall::Send(Headers headers, std::string body, Headers trailers) 
     return;
   }
   response_body_ = std::move(body);
-  response_trailers_ = std::move(trailers);
   down_->SubmitResponse(down_id_, headers, false);
+  // The stream keeps them until the body is out.
+  if (!trailers.empty()) {
+    down_->SubmitTrailers(down_id_, trailers);
+    trailers_submitted_ = true;
+  }
 }
 
 ssize_t InterceptedCall::ReadResponse(uint8_t* buf, size_t length, uint32_t* data_flags) {
@@ -134,10 +138,7 @@ ssize_t InterceptedCall::ReadResponse(uint8_t* buf, size_t length, uint32_t* dat
   response_sent_ += n;
   if (response_sent_ == response_body_.size()) {
     *data_flags |= NGHTTP2_DATA_FLAG_EOF;
-    if (!response_trailers_.empty()) {
-      down_->SubmitTrailers(down_id_, response_trailers_);
-      *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-    }
+    if (trailers_submitted_) *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
   }
   return static_cast<ssize_t>(n);
 }

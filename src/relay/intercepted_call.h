@@ -98,7 +98,7 @@ class InterceptedCall final : public ServerStream,
 
   std::string response_body_;
   size_t response_sent_ = 0;
-  Headers response_trailers_;
+  bool trailers_submitted_ = false;  // to the downstream stream, sent after the body
 };
 
 }  // namespace shim::relay
